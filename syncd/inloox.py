@@ -10,16 +10,12 @@ the caller looks the entry up before anything is sent again.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import random
-import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
@@ -35,14 +31,20 @@ from syncd.errors import (
     ThrottledError,
     TransientError,
 )
+from syncd.http import (
+    HttpSettings,
+    httpx_limits,
+    httpx_timeout,
+    odata_error,
+    parse_retry_after,
+    retry_idempotent,
+    ssl_context,
+)
 from syncd.model import TimeEntry
 
-__all__ = ["DEFAULT_CONCURRENCY", "InLooxClient", "guid_literal", "string_literal"]
+__all__ = ["InLooxClient", "datetime_literal", "guid_literal", "string_literal"]
 
 log = structlog.get_logger(__name__)
-
-DEFAULT_CONCURRENCY = 16
-"""InLoox requests in flight at once, across every user sharing the client."""
 
 PROJECT_MISS_TTL = 300.0
 """Seconds a project name that did not resolve is remembered as missing."""
@@ -85,7 +87,7 @@ class InLooxClient:
         token: str | None = None,
         ca_bundle: Path | None = None,
         settings: HttpSettings | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | None = None,
         performer_id: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -101,13 +103,13 @@ class InLooxClient:
         self._clock = clock
         self._now = now
         self._sleep = sleep
-        self._limit = asyncio.Semaphore(concurrency)
+        self._limit = asyncio.Semaphore(concurrency or self.settings.max_concurrency)
         self._projects: dict[str, str] = {}
         self._project_misses: dict[str, float] = {}
         self._http = httpx.AsyncClient(
             headers=_auth_headers(api_key, token),
-            timeout=_timeout(self.settings),
-            transport=transport or _transport(ca_bundle),
+            timeout=httpx_timeout(self.settings),
+            transport=transport or _transport(ca_bundle, self.settings),
             follow_redirects=False,
         )
 
@@ -318,9 +320,10 @@ class InLooxClient:
             return await attempt()
         return await retry_idempotent(
             attempt,
-            settings=self.settings,
+            self.settings,
+            what=f"inloox {operation}",
             sleep=self._sleep,
-            operation=f"inloox_{operation}",
+            operation=operation,
         )
 
     async def _attempt(
@@ -337,9 +340,10 @@ class InLooxClient:
             started = self._clock()
             self.requests += 1
             try:
-                response = await self._http.send(request)
-                await response.aread()
-            except httpx.TransportError as exc:
+                async with asyncio.timeout(self.settings.total_timeout):
+                    response = await self._http.send(request)
+                    await response.aread()
+            except (httpx.TransportError, TimeoutError) as exc:
                 self._record(request, operation, type(exc).__name__, started)
                 raise _transport_error(exc, request, idempotent, context) from exc
         self._record(request, operation, str(response.status_code), started)
@@ -408,22 +412,17 @@ def _auth_headers(api_key: str | None, token: str | None) -> dict[str, str]:
     return headers
 
 
-def _timeout(settings: HttpSettings) -> httpx.Timeout:
-    return httpx.Timeout(
-        connect=settings.connect_timeout,
-        read=settings.read_timeout,
-        write=settings.write_timeout,
-        pool=settings.pool_timeout,
+def _transport(
+    ca_bundle: Path | None, settings: HttpSettings
+) -> httpx.AsyncHTTPTransport:
+    """A transport that never retries on its own (``retries=0``)."""
+    return httpx.AsyncHTTPTransport(
+        verify=ssl_context(ca_bundle), limits=httpx_limits(settings), retries=0
     )
 
 
-def _transport(ca_bundle: Path | None) -> httpx.AsyncHTTPTransport:
-    """A transport that never retries on its own (``retries=0``)."""
-    return httpx.AsyncHTTPTransport(verify=ssl_context(ca_bundle), retries=0)
-
-
 def _transport_error(
-    exc: httpx.TransportError,
+    exc: httpx.TransportError | TimeoutError,
     request: httpx.Request,
     idempotent: bool,
     context: dict[str, str | None],
@@ -447,17 +446,9 @@ def _transport_error(
 
 
 def _odata_error(response: httpx.Response) -> tuple[str | None, str]:
-    """The OData ``error.code`` and ``error.message`` of a failed answer."""
-    fallback = response.reason_phrase or f"HTTP {response.status_code}"
-    try:
-        error = response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        return None, fallback
-    if not isinstance(error, dict):
-        return None, fallback
-    code = error.get("code")
-    message = error.get("message")
-    return (str(code) if code else None), (str(message) if message else fallback)
+    """The OData error code and message, the status phrase when none came."""
+    code, message = odata_error(response)
+    return code, message or response.reason_phrase or f"HTTP {response.status_code}"
 
 
 def _query_params(
@@ -573,85 +564,3 @@ def _patch_body(
     if start is not None and end is not None:
         body["DurationMinutes"] = round((end - start).total_seconds() / 60)
     return body
-
-
-# -- shared HTTP pieces, private until syncd.http provides them --------------
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class HttpSettings:
-    """Timeouts (seconds) and retry limits of one client."""
-
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
-    write_timeout: float = 30.0
-    pool_timeout: float = 30.0
-    max_attempts: int = 4
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-
-
-def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """The system trust store, plus ``ca_bundle`` when given."""
-    context = ssl.create_default_context()
-    if ca_bundle is not None:
-        context.load_verify_locations(cafile=str(ca_bundle))
-    return context
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (seconds or HTTP date)."""
-    if value is None or not value.strip():
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def backoff_delay(attempt: int, settings: HttpSettings) -> float:
-    """Capped exponential backoff with full jitter; ``attempt`` counts from 1."""
-    ceiling = min(settings.backoff_cap, settings.backoff_base * 2 ** (attempt - 1))
-    return random.uniform(0, ceiling)
-
-
-async def retry_idempotent(
-    call: Callable[[], Awaitable[T]],
-    *,
-    settings: HttpSettings,
-    sleep: Callable[[float], Awaitable[None]],
-    operation: str,
-) -> T:
-    """Run ``call``, again after each ``TransientError`` up to the limit."""
-    attempt = 1
-    while True:
-        try:
-            return await call()
-        except OutcomeUnknown:
-            raise
-        except TransientError as exc:
-            if attempt >= settings.max_attempts:
-                raise
-            delay = exc.retry_after
-            if delay is None:
-                delay = backoff_delay(attempt, settings)
-            delay = min(delay, settings.backoff_cap)
-            log.warning(
-                "http_retry",
-                operation=operation,
-                attempt=attempt,
-                status=exc.status,
-                retry_after=exc.retry_after,
-                delay=delay,
-            )
-            await sleep(delay)
-            attempt += 1

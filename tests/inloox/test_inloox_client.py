@@ -22,6 +22,7 @@ from syncd.errors import (
     ThrottledError,
     TransientError,
 )
+from syncd.http import HttpSettings
 from syncd.inloox import InLooxClient
 from syncd.model import TimeEntry
 
@@ -677,3 +678,41 @@ def test_each_request_logs_one_debug_line_without_secrets() -> None:
     )
     assert isinstance(line["elapsed_ms"], float)
     assert KEY not in repr(logs)
+
+
+def test_create_over_the_total_deadline_is_outcome_unknown() -> None:
+    """A create still unanswered at the total deadline may have happened."""
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(201, json=ENTITY)
+
+    client = InLooxClient(
+        BASE,
+        api_key=KEY,
+        settings=HttpSettings(total_timeout=0.05),
+        transport=httpx.MockTransport(hang),
+    )
+
+    with pytest.raises(OutcomeUnknown):
+        create(client)
+
+
+def test_get_over_the_total_deadline_is_transient() -> None:
+    """A read still unanswered at the total deadline is merely transient."""
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200, json=ENTITY)
+
+    client = InLooxClient(
+        BASE,
+        api_key=KEY,
+        settings=HttpSettings(total_timeout=0.05, max_attempts=1),
+        transport=httpx.MockTransport(hang),
+    )
+
+    with pytest.raises(TransientError) as caught:
+        call(client, "get_entry", ENTRY)
+
+    assert type(caught.value) is TransientError
