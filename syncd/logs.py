@@ -69,7 +69,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(
             r"(?i)\b(x-api-key|api[-_]?key|authorization|cookie)"
-            r"(['\"]?\s*[:=]\s*['\"]?)(?!\*\*\*)[^'\"\s,;&}]+"
+            r"(['\"]?\s*[:=]\s*['\"]?)(?!\*\*\*|(?:bearer|basic)\s)[^'\"\s,;&}]+"
         ),
         r"\1\2" + MASK,
     ),
