@@ -58,8 +58,11 @@ _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def guid_literal(value: str) -> str:
-    """``value`` as an unquoted OData guid literal; ``ValueError`` if not a guid."""
-    return str(uuid.UUID(value))
+    """``value`` as an unquoted OData guid literal; never anything else."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise PermanentError(f"not an InLoox id: {value!r}", code="InvalidId") from exc
 
 
 def string_literal(value: str) -> str:
@@ -89,6 +92,7 @@ class InLooxClient:
         settings: HttpSettings | None = None,
         concurrency: int | None = None,
         performer_id: str | None = None,
+        user: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -99,6 +103,7 @@ class InLooxClient:
         self.base_url = base_url.rstrip("/")
         self.settings = settings or HttpSettings()
         self.performer_id = performer_id
+        self.user = user
         self.requests = 0
         self._clock = clock
         self._now = now
@@ -305,7 +310,7 @@ class InLooxClient:
         event_id: str | None = None,
     ) -> httpx.Response:
         """Send through the limit; retried only when ``idempotent``."""
-        context = {"user": user, "event_id": event_id}
+        context = {"user": user or self.user, "event_id": event_id}
 
         async def attempt() -> httpx.Response:
             return await self._attempt(

@@ -606,7 +606,7 @@ def test_entry_ids_must_be_guids() -> None:
     """An entry id that is not a guid never reaches the URL."""
     recorder = Recorder(httpx.Response(204))
 
-    with pytest.raises(ValueError):
+    with pytest.raises(PermanentError):
         call(client_for(recorder), "delete_entry", "x) or (1 eq 1")
 
     assert recorder.requests == []
