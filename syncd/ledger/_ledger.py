@@ -1,0 +1,577 @@
+"""The ledger repository: every decision and state transition, committed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, Engine, delete, or_, select, text, update
+
+from syncd.ledger import _leases, _status
+from syncd.ledger._engine import READ_ONLY, create, sqlite_path, wrapped
+from syncd.ledger._lock import ProcessLock
+from syncd.ledger._migrate import prepare
+from syncd.ledger._schema import CURSORS, EVENTS, PASSES, USERS
+from syncd.ledger._sql import check_fence, event_key, instant, record, upsert
+from syncd.ledger._types import (
+    CLAIMABLE,
+    SKIP_PROTECTED,
+    USER_STATUSES,
+    Cursor,
+    Record,
+    State,
+    StateConflict,
+    UserState,
+    utcnow,
+)
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+PASS_HISTORY = 50
+TRANSITION_FIELDS = frozenset(
+    {
+        "reason",
+        "project_id",
+        "task_id",
+        "entry_id",
+        "start",
+        "end",
+        "all_day",
+        "series_master_id",
+        "last_error",
+        "next_attempt_at",
+        "attempts",
+        "booked_at",
+    }
+)
+INSTANT_FIELDS = frozenset({"start", "end", "next_attempt_at", "booked_at"})
+
+
+class Ledger:
+    """The ledger on SQLite or PostgreSQL; every write commits before returning."""
+
+    def __init__(self, engine: Engine, *, clock: Clock = utcnow) -> None:
+        self._engine = engine
+        self._clock = clock
+        path = sqlite_path(engine.url)
+        self._lock = None if path is None else ProcessLock(Path(f"{path}.lock"))
+
+    @classmethod
+    def open(cls, url: str, *, clock: Clock = utcnow, migrate: bool = True) -> Ledger:
+        """Connect, refuse a newer schema, and (unless told not to) migrate."""
+        engine = create(url)
+        try:
+            prepare(engine, migrate=migrate)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, clock=clock)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        self.release_process_lock()
+        self._engine.dispose()
+
+    def ping(self) -> None:
+        """Raise LedgerError unless the database answers."""
+        with wrapped("ping"), self._engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    # -- process lock (SQLite) ---------------------------------------------
+
+    def acquire_process_lock(self) -> None:
+        """SQLite: refuse to run beside another syncd on this file."""
+        if self._lock is not None:
+            self._lock.acquire()
+
+    def release_process_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    @contextmanager
+    def process_lock(self) -> Iterator[None]:
+        self.acquire_process_lock()
+        try:
+            yield
+        finally:
+            self.release_process_lock()
+
+    # -- transactions --------------------------------------------------------
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[Connection]:
+        with wrapped(action), self._engine.connect() as connection:
+            connection.execution_options(**{READ_ONLY: True})
+            with connection.begin():
+                yield connection
+
+    @contextmanager
+    def _write(
+        self, action: str, user: str | None = None, fence: int | None = None
+    ) -> Iterator[Connection]:
+        with wrapped(action), self._engine.begin() as connection:
+            if user is not None:
+                check_fence(connection, user, fence, self._clock())
+            yield connection
+
+    # -- event records -------------------------------------------------------
+
+    def records(self, user: str) -> dict[str, Record]:
+        """All of one user's records by event id."""
+        with self._read("read records") as connection:
+            rows = connection.execute(select(EVENTS).where(EVENTS.c.user == user))
+            return {row.event_id: record(row) for row in rows}
+
+    def get(self, user: str, event_id: str) -> Record | None:
+        with self._read("read record") as connection:
+            row = connection.execute(
+                select(EVENTS).where(event_key(user, event_id))
+            ).first()
+        return None if row is None else record(row)
+
+    def claim(
+        self,
+        user: str,
+        event_id: str,
+        *,
+        project_id: str | None,
+        task_id: str | None,
+        start: datetime | date | None,
+        end: datetime | date | None,
+        all_day: bool,
+        series_master_id: str | None,
+        fence: int | None = None,
+    ) -> Record | None:
+        """Atomically make the event PENDING for us, or None if we may not.
+
+        A new event is inserted; an existing one is taken only from SKIPPED,
+        RETRACTED or a due FAILED_TRANSIENT.  Of two racing claimers exactly
+        one gets the record.  ``entry_id`` and ``booked_at`` are kept.
+        """
+        now = self._clock()
+        values: dict[str, Any] = {
+            "project_id": project_id,
+            "task_id": task_id,
+            "start": instant(start),
+            "end": instant(end),
+            "all_day": all_day,
+            "series_master_id": series_master_id,
+            "reason": None,
+            "next_attempt_at": None,
+            "state": State.PENDING.value,
+            "updated_at": now,
+        }
+        with self._write("claim", user, fence) as connection:
+            row = self._insert_claim(connection, user, event_id, values, now)
+            if row is None:
+                row = self._reclaim(connection, user, event_id, values, now)
+        if row is None:
+            log.debug("ledger_claim_refused", user=user, event_id=event_id)
+        return row
+
+    def _insert_claim(
+        self,
+        connection: Connection,
+        user: str,
+        event_id: str,
+        values: dict[str, Any],
+        now: datetime,
+    ) -> Record | None:
+        statement = (
+            upsert(connection, EVENTS)
+            .values(user=user, event_id=event_id, attempts=1, created_at=now, **values)
+            .on_conflict_do_nothing(index_elements=[EVENTS.c.user, EVENTS.c.event_id])
+            .returning(*EVENTS.c)
+        )
+        row = connection.execute(statement).first()
+        return None if row is None else record(row)
+
+    def _reclaim(
+        self,
+        connection: Connection,
+        user: str,
+        event_id: str,
+        values: dict[str, Any],
+        now: datetime,
+    ) -> Record | None:
+        due_failure = (EVENTS.c.state == State.FAILED_TRANSIENT) & or_(
+            EVENTS.c.next_attempt_at.is_(None), EVENTS.c.next_attempt_at <= now
+        )
+        statement = (
+            update(EVENTS)
+            .where(event_key(user, event_id))
+            .where(or_(EVENTS.c.state.in_(CLAIMABLE), due_failure))
+            .values(attempts=EVENTS.c.attempts + 1, **values)
+            .returning(*EVENTS.c)
+        )
+        row = connection.execute(statement).first()
+        return None if row is None else record(row)
+
+    def transition(
+        self,
+        user: str,
+        event_id: str,
+        state: State,
+        *,
+        expect: Iterable[State] | None = None,
+        fence: int | None = None,
+        **fields: Any,
+    ) -> Record:
+        """Move a record to ``state``, only from a state in ``expect`` if given.
+
+        Raises StateConflict when the record is missing or in another state.
+        Moving to BOOKED without ``booked_at`` stamps it with the clock.
+        """
+        now = self._clock()
+        values = _transition_values(state, fields, now)
+        statement = (
+            update(EVENTS)
+            .where(event_key(user, event_id))
+            .values(**values)
+            .returning(*EVENTS.c)
+        )
+        expected = None if expect is None else frozenset(State(s) for s in expect)
+        if expected is not None:
+            statement = statement.where(EVENTS.c.state.in_(expected))
+        with self._write("transition", user, fence) as connection:
+            row = connection.execute(statement).first()
+            if row is None:
+                current = connection.execute(
+                    select(EVENTS.c.state).where(event_key(user, event_id))
+                ).scalar()
+                raise StateConflict(
+                    user=user,
+                    event_id=event_id,
+                    current=None if current is None else State(current),
+                    expected=expected or (),
+                )
+        return record(row)
+
+    def record_skip(
+        self,
+        user: str,
+        event_id: str,
+        reason: str,
+        *,
+        start: datetime | date | None,
+        end: datetime | date | None,
+        all_day: bool,
+        series_master_id: str | None,
+        fence: int | None = None,
+    ) -> Record:
+        """Record a skip, unless an entry exists or may exist: then return that."""
+        now = self._clock()
+        values: dict[str, Any] = {
+            "state": State.SKIPPED.value,
+            "reason": reason,
+            "start": instant(start),
+            "end": instant(end),
+            "all_day": all_day,
+            "series_master_id": series_master_id,
+            "next_attempt_at": None,
+            "updated_at": now,
+        }
+        with self._write("record skip", user, fence) as connection:
+            statement = (
+                upsert(connection, EVENTS)
+                .values(
+                    user=user, event_id=event_id, attempts=0, created_at=now, **values
+                )
+                .on_conflict_do_update(
+                    index_elements=[EVENTS.c.user, EVENTS.c.event_id],
+                    set_=values,
+                    where=EVENTS.c.state.not_in(SKIP_PROTECTED),
+                )
+                .returning(*EVENTS.c)
+            )
+            row = connection.execute(statement).first()
+            if row is None:
+                row = connection.execute(
+                    select(EVENTS).where(event_key(user, event_id))
+                ).one()
+        return record(row)
+
+    def forget(self, user: str, event_id: str, *, fence: int | None = None) -> bool:
+        """Delete a record (a removed event never booked); True if it existed."""
+        with self._write("forget", user, fence) as connection:
+            result = connection.execute(delete(EVENTS).where(event_key(user, event_id)))
+        return result.rowcount > 0
+
+    def due_retries(self, user: str, now: datetime) -> list[Record]:
+        """IN_DOUBT records, and FAILED_TRANSIENT ones whose time has come."""
+        due = or_(
+            EVENTS.c.state == State.IN_DOUBT,
+            (EVENTS.c.state == State.FAILED_TRANSIENT)
+            & or_(EVENTS.c.next_attempt_at.is_(None), EVENTS.c.next_attempt_at <= now),
+        )
+        with self._read("read due retries") as connection:
+            rows = connection.execute(
+                select(EVENTS)
+                .where(EVENTS.c.user == user, due)
+                .order_by(EVENTS.c.next_attempt_at, EVENTS.c.event_id)
+            )
+            return [record(row) for row in rows]
+
+    def mark_pending_in_doubt(self, user: str, *, fence: int | None = None) -> int:
+        """PENDING left by an interrupted pass -> IN_DOUBT; returns the count.
+
+        Call it after taking the user's lease and before planning: nobody
+        else can hold a claim of this user then, so every PENDING record is
+        a create whose outcome was never recorded.
+        """
+        with self._write("recover pending", user, fence) as connection:
+            result = connection.execute(
+                update(EVENTS)
+                .where(EVENTS.c.user == user, EVENTS.c.state == State.PENDING)
+                .values(
+                    state=State.IN_DOUBT.value,
+                    updated_at=self._clock(),
+                    last_error="claim left pending by an interrupted pass",
+                )
+            )
+        return int(result.rowcount)
+
+    def reset_failed(self, user: str | None = None, event_id: str | None = None) -> int:
+        """`syncd retry`: failed records become due FAILED_TRANSIENT, attempts 0."""
+        now = self._clock()
+        statement = update(EVENTS).where(
+            EVENTS.c.state.in_([State.FAILED_PERMANENT, State.FAILED_TRANSIENT])
+        )
+        if user is not None:
+            statement = statement.where(EVENTS.c.user == user)
+        if event_id is not None:
+            statement = statement.where(EVENTS.c.event_id == event_id)
+        with self._write("reset failed") as connection:
+            result = connection.execute(
+                statement.values(
+                    state=State.FAILED_TRANSIENT.value,
+                    next_attempt_at=now,
+                    attempts=0,
+                    updated_at=now,
+                )
+            )
+        return int(result.rowcount)
+
+    # -- delta links ---------------------------------------------------------
+
+    def cursor(self, user: str) -> Cursor | None:
+        with self._read("read cursor") as connection:
+            row = connection.execute(
+                select(CURSORS).where(CURSORS.c.user == user)
+            ).first()
+        return None if row is None else Cursor(**row._mapping)
+
+    def save_cursor(
+        self,
+        user: str,
+        delta_link: str | None,
+        window_start: datetime | None,
+        window_end: datetime | None,
+        *,
+        fence: int | None = None,
+    ) -> None:
+        values = {
+            "delta_link": delta_link,
+            "window_start": window_start,
+            "window_end": window_end,
+            "updated_at": self._clock(),
+        }
+        with self._write("save cursor", user, fence) as connection:
+            connection.execute(
+                upsert(connection, CURSORS)
+                .values(user=user, **values)
+                .on_conflict_do_update(index_elements=[CURSORS.c.user], set_=values)
+            )
+
+    def drop_cursor(self, user: str, *, fence: int | None = None) -> None:
+        with self._write("drop cursor", user, fence) as connection:
+            connection.execute(delete(CURSORS).where(CURSORS.c.user == user))
+
+    # -- per-user state ------------------------------------------------------
+
+    def user_state(self, user: str) -> UserState | None:
+        with self._read("read user state") as connection:
+            row = connection.execute(select(USERS).where(USERS.c.user == user)).first()
+        return None if row is None else UserState(**row._mapping)
+
+    def set_user_status(
+        self,
+        user: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        paused_until: datetime | None = None,
+        fence: int | None = None,
+    ) -> None:
+        """Set ``active``, ``auth_required`` or ``paused`` (until a time)."""
+        if status not in USER_STATUSES:
+            raise ValueError(f"unknown user status {status!r}")
+        values = {"status": status, "reason": reason, "paused_until": paused_until}
+        with self._write("set user status", user, fence) as connection:
+            connection.execute(
+                upsert(connection, USERS)
+                .values(user=user, consecutive_failures=0, **values)
+                .on_conflict_do_update(index_elements=[USERS.c.user], set_=values)
+            )
+
+    def record_pass(
+        self,
+        user: str,
+        *,
+        ok: bool,
+        summary: dict[str, Any],
+        error: str | None,
+        fence: int | None = None,
+    ) -> None:
+        """Remember how a pass ended; keep the latest 50 passes per user."""
+        now = self._clock()
+        with self._write("record pass", user, fence) as connection:
+            _upsert_pass_outcome(
+                connection, user, ok=ok, summary=summary, error=error, now=now
+            )
+            connection.execute(
+                PASSES.insert().values(
+                    user=user, at=now, ok=ok, error=error, summary=summary
+                )
+            )
+            _prune_passes(connection, user)
+
+    def status(self, users: list[str] | None = None) -> list[dict[str, Any]]:
+        """Per user: standing, counts by state and skip reason, recent failures."""
+        with self._read("status") as connection:
+            if users is None:
+                users = _status.known_users(connection)
+            return _status.report(connection, users)
+
+    # -- leases (scale-out on PostgreSQL) -------------------------------------
+
+    def acquire_leases(
+        self,
+        owner: str,
+        users: Sequence[str],
+        ttl: timedelta,
+        limit: int | None = None,
+    ) -> dict[str, int]:
+        """The users ``owner`` now serves, with their fences.
+
+        Live leases are renewed; leases beyond ``limit`` are given back (fair
+        spreading when owners join); free or expired ones are taken with
+        ``SKIP LOCKED`` up to ``limit``.  SQLite grants every user (fence 0):
+        the process lock makes it the only writer.
+        """
+        if self.dialect != "postgresql":
+            return dict.fromkeys(users, 0)
+        if not users:
+            return {}
+
+        with self._write("create leases") as connection:
+            _leases.ensure_rows(connection, users)
+        now = self._clock()
+        with self._write("acquire leases") as connection:
+            held = _leases.keep_held(
+                connection, owner, users, now=now, ttl=ttl, limit=limit
+            )
+            room = None if limit is None else limit - len(held)
+            taken = _leases.grab_free(
+                connection, owner, users, now=now, ttl=ttl, limit=room
+            )
+        if taken:
+            log.info("ledger_leases_taken", owner=owner, users=sorted(taken))
+        return {**held, **taken}
+
+    def renew_lease(self, owner: str, user: str, fence: int, ttl: timedelta) -> bool:
+        """Extend a live lease; False if it expired or was taken over."""
+        if self.dialect != "postgresql":
+            return True
+        with self._write("renew lease") as connection:
+            return _leases.renew(
+                connection, owner, user, fence, now=self._clock(), ttl=ttl
+            )
+
+    def release_leases(self, owner: str, users: Sequence[str] | None = None) -> None:
+        """Give leases back (all of ``owner``'s when ``users`` is None)."""
+        if self.dialect != "postgresql":
+            return
+        with self._write("release leases") as connection:
+            _leases.release(connection, owner, users)
+
+    def heartbeat(self, owner: str) -> None:
+        """Tell the other replicas this owner is alive."""
+        with self._write("heartbeat") as connection:
+            _leases.heartbeat(connection, owner, self._clock())
+
+    def live_owners(self, ttl: timedelta) -> int:
+        """Owners whose heartbeat is younger than ``ttl`` (at least 1)."""
+        with self._read("count owners") as connection:
+            count = _leases.live_owners(connection, self._clock() - ttl)
+        return max(count, 1)
+
+
+def _transition_values(
+    state: State, fields: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    unknown = set(fields) - TRANSITION_FIELDS
+    if unknown:
+        raise TypeError(f"transition() got unknown fields: {sorted(unknown)}")
+    values = {
+        name: instant(value) if name in INSTANT_FIELDS else value
+        for name, value in fields.items()
+    }
+    if state is State.BOOKED and "booked_at" not in values:
+        values["booked_at"] = now
+    return {**values, "state": State(state).value, "updated_at": now}
+
+
+def _upsert_pass_outcome(
+    connection: Connection,
+    user: str,
+    *,
+    ok: bool,
+    summary: dict[str, Any],
+    error: str | None,
+    now: datetime,
+) -> None:
+    update_values = {
+        "last_pass_at": now,
+        "last_error": error,
+        "last_summary": summary,
+        "last_success_at": now if ok else USERS.c.last_success_at,
+        "consecutive_failures": 0 if ok else USERS.c.consecutive_failures + 1,
+    }
+    statement = upsert(connection, USERS).values(
+        user=user,
+        status="active",
+        last_pass_at=now,
+        last_error=error,
+        last_summary=summary,
+        last_success_at=now if ok else None,
+        consecutive_failures=0 if ok else 1,
+    )
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[USERS.c.user], set_=update_values
+        )
+    )
+
+
+def _prune_passes(connection: Connection, user: str) -> None:
+    oldest_kept = connection.execute(
+        select(PASSES.c.id)
+        .where(PASSES.c.user == user)
+        .order_by(PASSES.c.id.desc())
+        .offset(PASS_HISTORY - 1)
+        .limit(1)
+    ).scalar()
+    if oldest_kept is not None:
+        connection.execute(
+            delete(PASSES).where(PASSES.c.user == user, PASSES.c.id < oldest_kept)
+        )
