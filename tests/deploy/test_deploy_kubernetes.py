@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
+import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
 
-MANIFESTS = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "deploy" / "kubernetes"
 METRICS_PORT = 9464
 RUN_AS = 10001
 CONFIG_FILE = "/etc/syncd/config/syncd.yaml"
@@ -228,3 +232,27 @@ def test_example_secret_is_not_applied() -> None:
 
     assert "secret.example.yaml" not in names
     assert all(d["kind"] != "Secret" for d in applied())
+
+
+def test_configmaps_pass_check_config(tmp_path: Path) -> None:
+    """`syncd check-config` accepts the ConfigMaps laid out as the pod mounts them."""
+    layout = {"syncd-config": tmp_path / "config", "syncd-users": tmp_path / "users.d"}
+    for name, directory in layout.items():
+        directory.mkdir()
+        for key, text in one("ConfigMap", name)["data"].items():
+            (directory / key).write_text(text)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for key in ("graph.client_secret", "inloox.api_key"):
+        (credentials / key).write_text("not-a-real-secret\n")
+    env = {**os.environ, "SYNCD_LEDGER_PASSWORD": "not-a-real-password",
+           "CREDENTIALS_DIRECTORY": str(credentials),
+           "PYTHONPATH": str(ROOT)}
+
+    result = subprocess.run(
+        [sys.executable, "-c", "from syncd.cli import main; main()",
+         "check-config", "-c", str(layout["syncd-config"] / "syncd.yaml")],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
