@@ -1,0 +1,304 @@
+"""The ``syncd`` command line: the contract of DESIGN.md, errors become words here.
+
+Heavy modules (msgraph, msal, SQLAlchemy) are imported inside the commands
+that need them, so ``syncd --help`` and ``syncd check-config`` start fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from syncd.errors import ConfigError, LedgerError, SyncdError
+
+EX_OK, EX_FAIL, EX_USAGE, EX_CONFIG = 0, 1, 2, 78
+
+app = typer.Typer(
+    name="syncd",
+    help="Book Outlook meetings as InLoox time entries, unattended and exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Path of syncd.yaml.",
+                       envvar="SYNCD_CONFIG")]
+UserOption = Annotated[
+    str | None, typer.Option("--user", "-u", help="Only this mailbox.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+T = TypeVar("T")
+
+
+def main() -> None:
+    """Entry point of the ``syncd`` script."""
+    app()
+
+
+def _die(message: str, code: int) -> NoReturn:
+    typer.echo(f"syncd: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(path: Path) -> Any:
+    from syncd.config import format_problems, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(format_problems(exc.problems), err=True)
+        typer.echo("Fix these, then run `syncd check-config -c "
+                   f"{path}` again.", err=True)
+        raise typer.Exit(EX_CONFIG) from None
+
+
+def _logging(config: Any, *, default_level: str | None = None) -> None:
+    from syncd.logs import configure_logging, register_secret
+
+    level = default_level or config.log.level
+    configure_logging(level=level, fmt=config.log.format)
+    for secret in _secrets(config):
+        register_secret(secret)
+
+
+def _secrets(config: Any) -> list[str]:
+    values = [config.graph.client_secret, config.inloox.api_key, config.inloox.token]
+    for user in config.users:
+        own = getattr(user, "inloox", None)
+        if own is not None:
+            values += [own.api_key, own.token]
+    return [v.get_secret_value() for v in values if v is not None]
+
+
+def _users(config: Any, only: str | None) -> list[str]:
+    mailboxes = [u.mailbox for u in config.users]
+    if only is None:
+        return mailboxes
+    if only not in mailboxes:
+        _die(f"no user {only!r} in the configuration "
+             f"(configured: {', '.join(mailboxes) or 'none'})", EX_USAGE)
+    return [only]
+
+
+def _ledger(config: Any, *, migrate: bool = True) -> Any:
+    from syncd.ledger import Ledger
+
+    try:
+        return Ledger.open(config.ledger.url, migrate=migrate)
+    except LedgerError as exc:
+        _die(f"{exc} (check ledger.url in {config.source})", EX_FAIL)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+# ---- commands ---------------------------------------------------------------
+
+
+@app.command("check-config")
+def check_config(config: ConfigOption) -> None:
+    """Validate the configuration; list every problem with its file, line and key."""
+    loaded = _load(config)
+    users = ", ".join(u.mailbox for u in loaded.users) or "none"
+    typer.echo(f"{config}: ok ({len(loaded.users)} user(s): {users})")
+
+
+@app.command()
+def once(config: ConfigOption, user: UserOption = None) -> None:
+    """One pass for every (or one) user, then exit: 0 when all succeeded."""
+    loaded = _load(config)
+    _logging(loaded)
+    results = _run(_once(loaded, _users(loaded, user)))
+    raise typer.Exit(EX_OK if all(r.ok for r in results) else EX_FAIL)
+
+
+async def _once(config: Any, mailboxes: list[str]) -> list[Any]:
+    from syncd.runner import Runner
+
+    ledger = _ledger(config)
+    runner = Runner(config, ledger)
+    try:
+        return [await runner.run_pass(m) for m in mailboxes]
+    finally:
+        await runner.aclose()
+        ledger.close()
+
+
+@app.command()
+def plan(config: ConfigOption, user: UserOption = None,
+         as_json: JsonOption = False) -> None:
+    """Dry run: every event in the window, its decision and why. Writes nothing."""
+    loaded = _load(config)
+    _logging(loaded, default_level="warning")
+    plans = _run(_plan(loaded, _users(loaded, user)))
+    failed = [m for m, p in plans.items() if isinstance(p, Exception)]
+    if as_json:
+        typer.echo(json.dumps({m: _plan_json(p) for m, p in plans.items()},
+                              indent=2, ensure_ascii=False))
+    else:
+        for mailbox, planned in plans.items():
+            _print_plan(mailbox, planned)
+    raise typer.Exit(EX_FAIL if failed else EX_OK)
+
+
+async def _plan(config: Any, mailboxes: list[str]) -> dict[str, Any]:
+    from syncd.runner import Runner
+
+    ledger = _ledger(config)
+    runner = Runner(config, ledger)
+    plans: dict[str, Any] = {}
+    try:
+        for mailbox in mailboxes:
+            try:
+                plans[mailbox] = await runner.plan(mailbox)
+            except SyncdError as exc:
+                plans[mailbox] = exc
+    finally:
+        await runner.aclose()
+        ledger.close()
+    return plans
+
+
+def _plan_json(planned: Any) -> Any:
+    if isinstance(planned, Exception):
+        return {"error": str(planned)}
+    return [
+        {"event_id": p.action.event_id, "subject": p.subject, "start": p.start,
+         "end": p.end, "action": p.action.kind, "book": p.action.decision.book,
+         "project": p.action.decision.project, "task": p.action.decision.task,
+         "rule": p.action.decision.rule, "reason": p.action.decision.reason,
+         "why": p.action.why}
+        for p in planned
+    ]
+
+
+def _print_plan(mailbox: str, planned: Any) -> None:
+    typer.echo(f"== {mailbox}")
+    if isinstance(planned, Exception):
+        typer.echo(f"   error: {planned}")
+        return
+    for p in planned:
+        decision = p.action.decision
+        verdict = (f"book on {decision.project}" if decision.book
+                   else f"skip ({decision.reason})")
+        subject = (p.subject or "(no subject)")[:40]
+        typer.echo(f"   {p.start[:16]:16}  {subject:40}  {p.action.kind:8} "
+                   f"{verdict}  - {p.action.why}")
+    counts: dict[str, int] = {}
+    for p in planned:
+        counts[p.action.kind] = counts.get(p.action.kind, 0) + 1
+    typer.echo("   " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+
+
+@app.command()
+def status(config: ConfigOption, as_json: JsonOption = False) -> None:
+    """Per user: last success, counts by state and reason, recent failures."""
+    loaded = _load(config)
+    ledger = _ledger(loaded, migrate=False)
+    try:
+        rows = ledger.status([u.mailbox for u in loaded.users])
+    finally:
+        ledger.close()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
+        return
+    for row in rows:
+        _print_status(row)
+
+
+def _print_status(row: dict[str, Any]) -> None:
+    typer.echo(f"== {row.get('user')}  status: {row.get('status', 'active')}")
+    typer.echo(f"   last success: {row.get('last_success_at') or 'never'}"
+               f"   last pass: {row.get('last_pass_at') or 'never'}")
+    states = row.get("states") or row.get("counts") or {}
+    typer.echo("   states: " + (", ".join(f"{k}={v}" for k, v in
+                                          sorted(states.items())) or "none"))
+    reasons = row.get("skip_reasons") or row.get("reasons") or {}
+    if reasons:
+        typer.echo("   skipped: " + ", ".join(f"{k}={v}" for k, v in
+                                              sorted(reasons.items())))
+    for failure in row.get("recent_failures", [])[:5]:
+        typer.echo(f"   failure: {failure}")
+
+
+@app.command()
+def retry(config: ConfigOption, user: UserOption = None,
+          event: Annotated[str | None, typer.Option(help="Only this event id.")]
+          = None) -> None:
+    """Make failed bookings eligible again; the next pass tries them."""
+    loaded = _load(config)
+    ledger = _ledger(loaded)
+    try:
+        count = ledger.reset_failed(user, event)
+    finally:
+        ledger.close()
+    typer.echo(f"{count} failed booking(s) will be tried on the next pass")
+
+
+@app.command()
+def login(config: ConfigOption,
+          user: Annotated[str, typer.Option("--user", "-u", help="The mailbox.")]
+          ) -> None:
+    """Device-code sign-in for one user; the token is cached, never printed."""
+    from syncd.runner import build_auth
+
+    loaded = _load(config)
+    _logging(loaded, default_level="warning")
+    _users(loaded, user)
+    if loaded.graph.auth != "device_code":
+        _die("login is for graph.auth: device_code; this configuration uses "
+             f"{loaded.graph.auth}", EX_USAGE)
+    try:
+        account = build_auth(loaded).login(typer.echo, mailbox=user)
+    except SyncdError as exc:
+        _die(str(exc), EX_FAIL)
+    typer.echo(f"signed in as {account}; token cached in {loaded.graph.token_cache}")
+
+
+@app.command()
+def run(config: ConfigOption, user: UserOption = None) -> None:
+    """The daemon: scheduler, signals, health. Exits 0 after a clean stop."""
+    loaded = _load(config)
+    _logging(loaded)
+    _users(loaded, user)
+    from syncd.daemon import run_daemon
+
+    try:
+        code = run_daemon(config, only=user)
+    except LedgerError as exc:
+        _die(str(exc), EX_FAIL)
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(keep: Annotated[bool, typer.Option(help="Keep the demo directory.")]
+         = False) -> None:
+    """Start the simulator, run passes against it and show what was booked."""
+    from syncd.demo import run_demo
+
+    raise typer.Exit(run_demo(keep=keep))
+
+
+@app.command()
+def sim(scenario: Annotated[Path | None, typer.Option(
+            help="Scenario YAML (default: the built-in fortnight).")] = None,
+        port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any).")] = 0,
+        config_dir: Annotated[Path | None, typer.Option(
+            help="Where to write the ready configuration.")] = None) -> None:
+    """Run the simulator of Microsoft and InLoox standalone and print its config."""
+    from syncd.sim import serve
+
+    raise typer.Exit(serve(scenario, port=port, config_dir=config_dir) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Runs one user's pass with its bookkeeping: clients, pauses, leases, summary.
+
+``Runner`` turns configuration into the concrete clients (built lazily in
+the event loop that uses them), asks the engine for a pass, and turns what
+happened into one ledger record, one summary log line and a ``PassResult``.
+A user's failure is classified here and never escapes to other users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import structlog
+
+from syncd.engine import Engine, PassContext, utcnow
+from syncd.errors import (
+    AuthError,
+    DeltaExpired,
+    LeaseLost,
+    LedgerError,
+    PermanentError,
+    SyncdError,
+    ThrottledError,
+    TransientError,
+)
+from syncd.model import Action, PassResult
+
+log = structlog.get_logger("syncd.runner")
+UTC = timezone.utc
+
+THROTTLE_PAUSE = timedelta(minutes=1)
+"""How long a throttled mailbox rests when Graph gave no Retry-After."""
+
+
+def default_owner() -> str:
+    """A lease owner name unique to this process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEvent:
+    """One line of ``syncd plan``: an event, its decision and the action."""
+
+    action: Action
+    subject: str | None
+    start: str
+    end: str
+
+
+class Runner:
+    """Serves the users of one configuration; implements the service's PassRunner."""
+
+    def __init__(self, config: Any, ledger: Any, *,
+                 clock: Callable[[], datetime] = utcnow,
+                 owner: str | None = None, use_leases: bool | None = None) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.clock = clock
+        self.engine = Engine(ledger, clock=clock)
+        self.owner = owner or default_owner()
+        self.use_leases = (ledger.supports_leases if use_leases is None
+                           else use_leases)
+        self._auth: Any = None
+        self._source: Any = None
+        self._targets: dict[str, Any] = {}
+
+    # ---- clients -----------------------------------------------------------
+
+    def _http_settings(self, per_key: int) -> Any:
+        from syncd.http import HttpSettings
+
+        http = self.config.http
+        return HttpSettings(
+            timeout=http.timeout.total_seconds(),
+            connect_timeout=http.connect_timeout.total_seconds(),
+            max_concurrency=http.max_concurrency,
+            per_key_concurrency=per_key,
+            max_attempts=self.config.retry.max_attempts,
+            base_delay=self.config.retry.base_delay.total_seconds(),
+            max_delay=self.config.retry.max_delay.total_seconds(),
+        )
+
+    def auth(self) -> Any:
+        if self._auth is None:
+            self._auth = build_auth(self.config)
+        return self._auth
+
+    def source(self) -> Any:
+        if self._source is None:
+            from syncd.graph import GraphCalendar
+
+            graph = self.config.graph
+            mode = "app" if graph.auth == "client_credentials" else "delegated"
+            self._source = GraphCalendar(
+                graph.base_url, self.auth(), mode=mode, page_size=graph.page_size,
+                ca_bundle=self.config.tls.ca_bundle,
+                settings=self._http_settings(self.config.http.graph_concurrency))
+        return self._source
+
+    def target(self, user: Any) -> Any:
+        api_key, token = _inloox_credentials(self.config, user)
+        key = _fingerprint(api_key or token or "")
+        client = self._targets.get(key)
+        if client is None:
+            from syncd.inloox import InLooxClient
+
+            client = InLooxClient(
+                self.config.inloox.base_url, api_key=api_key, token=token,
+                ca_bundle=self.config.tls.ca_bundle,
+                settings=self._http_settings(self.config.http.inloox_concurrency),
+                concurrency=self.config.http.inloox_concurrency)
+            self._targets[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        if self._source is not None:
+            await self._source.aclose()
+        for client in self._targets.values():
+            await client.aclose()
+        self._source, self._targets = None, {}
+
+    # ---- passes ------------------------------------------------------------
+
+    async def run_pass(self, mailbox: str) -> PassResult:
+        """One pass for one user; never raises for the user's own failures."""
+        from syncd.logs import bind_pass
+
+        user = self.config.user(mailbox)
+        started = time.monotonic()
+        result = PassResult(user=mailbox, ok=True)
+        with bind_pass(mailbox):
+            try:
+                await self._pass(user, result)
+            except Exception as exc:  # noqa: BLE001 - classified, never lost
+                self._failed(user, result, exc)
+            result.duration = time.monotonic() - started
+            self._finish(user, result)
+        return result
+
+    async def _pass(self, user: Any, result: PassResult) -> None:
+        now = self.clock()
+        blocked = self._blocked(user, now)
+        if blocked is not None:
+            result.ok, result.error_kind, result.error = False, *blocked
+            return
+
+        fence = self._lease(user.mailbox)
+        if fence is False:
+            result.error_kind = "lease_elsewhere"
+            return
+
+        before = self._requests()
+        ctx = PassContext(user=user, ledger=self.ledger, source=self.source(),
+                          target=self.target(user), now=now,
+                          fence=fence if isinstance(fence, int) else None)
+        actions = await self.engine.run(ctx)
+        _count(result, ctx, actions)
+        result.requests = self._requests() - before
+        if ctx.keep_cursor:
+            result.ok, result.error_kind = False, "transient"
+            result.error = "a change could not be applied; the round is replayed"
+        if self.ledger.user_state(user.mailbox) is not None:
+            self._clear_status(user)
+
+    def _blocked(self, user: Any, now: datetime) -> tuple[str, str] | None:
+        """Why this user must not be served now (auth pause, throttle pause)."""
+        state = self.ledger.user_state(user.mailbox)
+        if state is None or state.status == "active":
+            return None
+        if state.status == "auth_required":
+            if state.reason == self._credential_stamp(user):
+                return "auth", "credentials were rejected; waiting for new ones"
+            return None
+        if state.paused_until is not None and state.paused_until > now:
+            return "throttled", f"paused until {state.paused_until.isoformat()}"
+        return None
+
+    def _clear_status(self, user: Any) -> None:
+        state = self.ledger.user_state(user.mailbox)
+        if state is not None and state.status != "active":
+            self.ledger.set_user_status(user.mailbox, "active")
+
+    def _lease(self, mailbox: str) -> int | bool | None:
+        """The fencing token of this user's lease; ``False`` when held elsewhere."""
+        if not self.use_leases:
+            return None
+        ttl = self.config.schedule.interval * 3 + self.config.pass_timeout
+        leases = self.ledger.acquire_leases(self.owner, [mailbox], ttl)
+        return leases.get(mailbox, False)
+
+    def _credential_stamp(self, user: Any) -> str:
+        """Changes whenever the credentials a user depends on change."""
+        graph = self.config.graph
+        parts = [_secret(graph.client_secret), *_inloox_credentials(self.config, user)]
+        if graph.token_cache is not None:
+            try:
+                parts.append(str(os.stat(graph.token_cache).st_mtime_ns))
+            except OSError:
+                parts.append("no-cache")
+        return "auth:" + _fingerprint("|".join(p or "" for p in parts))
+
+    def _requests(self) -> int:
+        total = getattr(self._source, "requests", 0)
+        return int(total) + sum(int(c.requests) for c in self._targets.values())
+
+    def _failed(self, user: Any, result: PassResult, exc: Exception) -> None:
+        result.ok = False
+        result.error = str(exc)
+        result.error_kind = _kind(exc)
+        now = self.clock()
+        if isinstance(exc, AuthError):
+            self.ledger.set_user_status(user.mailbox, "auth_required",
+                                        reason=self._credential_stamp(user))
+            log.error("user_auth_required", error=str(exc))
+        elif isinstance(exc, ThrottledError):
+            pause = timedelta(seconds=exc.retry_after or 0) or THROTTLE_PAUSE
+            self.ledger.set_user_status(user.mailbox, "paused", reason="throttled",
+                                        paused_until=now + pause)
+            log.warning("user_throttled", pause_seconds=pause.total_seconds())
+        elif not isinstance(exc, SyncdError):
+            log.error("pass_crashed", exc_info=exc)
+
+    def _finish(self, user: Any, result: PassResult) -> None:
+        summary = _summary(result)
+        try:
+            if result.error_kind != "lease_elsewhere":
+                self.ledger.record_pass(user.mailbox, ok=result.ok, summary=summary,
+                                        error=result.error)
+        except SyncdError as exc:
+            log.error("pass_record_failed", error=str(exc))
+        level = log.info if result.ok else log.warning
+        level("pass_finished", **summary)
+
+    # ---- dry run -----------------------------------------------------------
+
+    async def plan(self, mailbox: str) -> list[PlannedEvent]:
+        """Every event in the window, its decision and the action; writes nothing."""
+        from syncd import plan as planner
+
+        user = self.config.user(mailbox)
+        ctx = PassContext(user=user, ledger=self.ledger, source=self.source(),
+                          target=self.target(user), now=self.clock(), dry_run=True)
+        round_, _content, _window, known = await self.engine.prepare(ctx, fresh=True)
+        resolve = await self.engine.resolver(ctx, round_)
+        actions = planner.plan(round_, known, user, now=ctx.now, resolve=resolve)
+        return [_planned(a, known.get(a.event_id)) for a in actions]
+
+
+def build_auth(config: Any) -> Any:
+    from syncd.auth import ClientCredentialsAuth, DeviceCodeAuth
+
+    graph = config.graph
+    if graph.auth == "client_credentials":
+        return ClientCredentialsAuth(graph.authority, graph.client_id,
+                                     _secret(graph.client_secret) or "",
+                                     ca_bundle=config.tls.ca_bundle)
+    return DeviceCodeAuth(graph.authority, graph.client_id,
+                          token_cache=graph.token_cache,
+                          ca_bundle=config.tls.ca_bundle)
+
+
+def _inloox_credentials(config: Any, user: Any) -> tuple[str | None, str | None]:
+    own = getattr(user, "inloox", None)
+    source = own if own is not None and (own.api_key or own.token) else config.inloox
+    return _secret(source.api_key), _secret(source.token)
+
+
+def _secret(value: Any) -> str | None:
+    if value is None:
+        return None
+    getter = getattr(value, "get_secret_value", None)
+    return str(getter() if getter else value)
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _kind(exc: Exception) -> str:
+    kinds: tuple[tuple[type[Exception], str], ...] = (
+        (AuthError, "auth"), (ThrottledError, "throttled"),
+        (DeltaExpired, "transient"), (TransientError, "transient"),
+        (PermanentError, "permanent"), (LeaseLost, "lease"),
+        (LedgerError, "ledger"),
+    )
+    return next((name for cls, name in kinds if isinstance(exc, cls)), "crash")
+
+
+def _count(result: PassResult, ctx: PassContext, actions: list[Action]) -> None:
+    result.seen = sum(1 for a in actions if a.event is not None)
+    result.booked = ctx.outcomes["booked"] + ctx.outcomes["recovered"]
+    result.updated = ctx.outcomes["updated"]
+    result.retracted = ctx.outcomes["retracted"]
+    result.unchanged = ctx.outcomes["unchanged"]
+    result.failed = ctx.outcomes["failed"]
+    result.skipped = dict(ctx.skipped)
+
+
+def _summary(result: PassResult) -> dict[str, Any]:
+    return {
+        "ok": result.ok, "seen": result.seen, "booked": result.booked,
+        "updated": result.updated, "retracted": result.retracted,
+        "unchanged": result.unchanged, "failed": result.failed,
+        "skipped": result.skipped, "requests": result.requests,
+        "duration_ms": round(result.duration * 1000, 1),
+        "error_kind": result.error_kind, "error": result.error,
+    }
+
+
+def _planned(action: Action, record: Any) -> PlannedEvent:
+    event = action.event
+    start = event.start if event else (record.start if record else None)
+    end = event.end if event else (record.end if record else None)
+    return PlannedEvent(action=action, subject=event.subject if event else None,
+                        start=start.isoformat() if start else "",
+                        end=end.isoformat() if end else "")
