@@ -81,6 +81,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\1=" + MASK,
     ),
+    # passwords in URLs: postgresql+psycopg://user:password@host/db
+    (re.compile(r"([A-Za-z][\w+.-]*://[^:/\s@]+:)[^@\s/]+@"), r"\1" + MASK + "@"),
     # Graph delta and skip state tokens in links
     (re.compile(r"(?i)((?:\$|%24)(?:deltatoken|skiptoken)=)[^&\s'\"]+"), r"\1" + MASK),
 )

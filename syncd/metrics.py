@@ -52,3 +52,9 @@ USERS = Gauge(
     ["state"],
     registry=REGISTRY,
 )
+CONFIG_RELOADS = Counter(
+    "syncd_config_reloads_total",
+    "Configuration reloads (SIGHUP), by result (ok, refused).",
+    ["result"],
+    registry=REGISTRY,
+)

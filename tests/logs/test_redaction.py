@@ -97,6 +97,9 @@ def test_masked_text_keeps_its_shape() -> None:
     assert redact_text("x-api-key: k3y-value rest") == "x-api-key: *** rest"
     assert redact_text("a?$deltatoken=s1&$top=5") == "a?$deltatoken=***&$top=5"
     assert redact_text("client_secret=abc&scope=x") == "client_secret=***&scope=x"
+    assert redact_text("postgresql+psycopg://syncd:pw@db/l") == (
+        "postgresql+psycopg://syncd:***@db/l"
+    )
 
 
 def test_registered_secret_masked_inside_words() -> None:
