@@ -71,6 +71,7 @@ class Runner:
         self._auth: Any = None
         self._source: Any = None
         self._targets: dict[str, Any] = {}
+        self.last_actions: dict[str, list[Action]] = {}
 
     # ---- clients -----------------------------------------------------------
 
@@ -162,6 +163,7 @@ class Runner:
                           target=self.target(user), now=now,
                           fence=fence if isinstance(fence, int) else None)
         actions = await self.engine.run(ctx)
+        self.last_actions[user.mailbox] = actions
         _count(result, ctx, actions)
         result.requests = self._requests() - before
         if ctx.keep_cursor:
