@@ -34,7 +34,7 @@ from syncd.http import HttpSettings, httpx_timeout, ssl_context, transport_error
 from syncd.metrics import GRAPH_REQUESTS
 
 if TYPE_CHECKING:
-    import msal
+    import msal  # type: ignore[import-untyped, unused-ignore]
 
 log = structlog.get_logger(__name__)
 
@@ -150,7 +150,7 @@ class _MsalProvider:
 
     def __init__(self, authority: str, client_id: str, *, ca_bundle: Path | None,
                  http_client: Any, settings: HttpSettings | None,
-                 instance_discovery: bool | None | str) -> None:
+                 instance_discovery: bool | str | None) -> None:
         _check_authority(authority)
         self._authority = authority
         self._client_id = client_id
@@ -200,9 +200,10 @@ class _MsalProvider:
 
         tokens, self._invalidated = self._invalidated, set()
         cache = self._app.token_cache
-        for entry in cache.search("AccessToken"):
-            if entry.get("secret") in tokens:
-                cache.remove_at(entry)
+        stale = [entry for entry in cache.search("AccessToken")
+                 if entry.get("secret") in tokens]
+        for entry in stale:
+            cache.remove_at(entry)
         log.info("token_invalidated", count=len(tokens))
 
 
@@ -212,7 +213,7 @@ class ClientCredentialsAuth(_MsalProvider):
     def __init__(self, authority: str, client_id: str, client_secret: str, *,
                  ca_bundle: Path | None = None, http_client: Any = None,
                  settings: HttpSettings | None = None,
-                 instance_discovery: bool | None | str = "auto",
+                 instance_discovery: bool | str | None = "auto",
                  scope: str = GRAPH_APP_SCOPE) -> None:
         super().__init__(authority, client_id, ca_bundle=ca_bundle,
                          http_client=http_client, settings=settings,
@@ -224,7 +225,7 @@ class ClientCredentialsAuth(_MsalProvider):
         return f"ClientCredentialsAuth(authority={self._authority!r})"
 
     def _build_app(self) -> msal.ConfidentialClientApplication:
-        import msal
+        import msal  # type: ignore[import-untyped, unused-ignore]
 
         return msal.ConfidentialClientApplication(
             self._client_id, client_credential=self._secret, **self._msal_kwargs())
@@ -257,7 +258,7 @@ class DeviceCodeAuth(_MsalProvider):
     def __init__(self, authority: str, client_id: str, *, token_cache: Path,
                  ca_bundle: Path | None = None, http_client: Any = None,
                  settings: HttpSettings | None = None,
-                 instance_discovery: bool | None | str = "auto",
+                 instance_discovery: bool | str | None = "auto",
                  scopes: tuple[str, ...] = GRAPH_DELEGATED_SCOPES,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         super().__init__(authority, client_id, ca_bundle=ca_bundle,
@@ -273,7 +274,7 @@ class DeviceCodeAuth(_MsalProvider):
         return f"DeviceCodeAuth(authority={self._authority!r}, cache={self._path})"
 
     def _build_app(self) -> msal.PublicClientApplication:
-        import msal
+        import msal  # type: ignore[import-untyped, unused-ignore]
 
         return msal.PublicClientApplication(
             self._client_id, token_cache=self._cache, **self._msal_kwargs())
@@ -367,9 +368,11 @@ class DeviceCodeAuth(_MsalProvider):
         if self._cache is not None and stamp == self._cache_stamp:
             return
 
-        import msal
+        import msal  # type: ignore[import-untyped, unused-ignore]
 
-        cache = self._cache if self._cache is not None else msal.SerializableTokenCache()
+        cache = self._cache
+        if cache is None:
+            cache = msal.SerializableTokenCache()
         state = self._read_state()
         cache.deserialize(state)
         cache.has_state_changed = False

@@ -265,16 +265,20 @@ class GraphCalendar:
     def _build_client(self) -> httpx.AsyncClient:
         """msgraph-core's client, without the SDK retry and redirect handlers."""
         from kiota_http.middleware import UserAgentHandler
-        from msgraph_core import GraphClientFactory
-        from msgraph_core.middleware import GraphTelemetryHandler
+        from msgraph_core import GraphClientFactory  # type: ignore[import-untyped, unused-ignore]
+        from msgraph_core.middleware import (  # type: ignore[import-untyped, unused-ignore]
+            GraphTelemetryHandler,
+        )
 
         client = httpx.AsyncClient(
             verify=ssl_context(self._ca_bundle), timeout=httpx_timeout(self._settings),
             limits=httpx_limits(self._settings), transport=self._transport,
             follow_redirects=False)
         middleware = [UserAgentHandler(), GraphTelemetryHandler()]
-        return GraphClientFactory.create_with_custom_middleware(
-            middleware=middleware, client=client)  # type: ignore[arg-type]
+        graph_client: httpx.AsyncClient = (
+            GraphClientFactory.create_with_custom_middleware(
+                middleware=middleware, client=client))
+        return graph_client
 
 
 def classify(response: httpx.Response, *, mailbox: str) -> Exception:

@@ -206,7 +206,7 @@ def test_throttled_with_short_retry_after_is_waited_out() -> None:
 
 
 def test_throttled_without_retry_after_backs_off_then_gives_up() -> None:
-    """429 without Retry-After: backoff retries, then ThrottledError(retry_after=None)."""
+    """429 without Retry-After: backoff retries, then ThrottledError without hint."""
     responses = [error(429, "ApplicationThrottled") for _ in range(3)]
     graph, _, sleeps = calendar(script(*responses, seen=[]))
 

@@ -43,13 +43,15 @@ NOW = datetime(2025, 1, 15, 9, 0, 0, tzinfo=UTC)
         ("nan", None),
     ],
 )
-def test_parse_retry_after_every_form(header: str | None, expected: float | None) -> None:
+def test_parse_retry_after_every_form(
+    header: str | None, expected: float | None,
+) -> None:
     """Retry-After in seconds, fractional seconds or an HTTP date; junk is ignored."""
     assert parse_retry_after(header, NOW) == expected
 
 
 def test_backoff_is_capped_exponential_with_full_jitter() -> None:
-    """The n-th retry waits at most min(max_delay, base * 2**(n-1)), never less than 0."""
+    """Retry n waits between 0 and min(max_delay, base * 2**(n-1))."""
     settings = HttpSettings(base_delay=1.0, max_delay=5.0)
     rng = random.Random(7)
 
