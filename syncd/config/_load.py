@@ -296,6 +296,8 @@ def _check_users(doc: Document, users: _Users, global_secret: bool,
                          "inloox.api_key (or inloox.token) here or in syncd.yaml",
                          "inloox")
 
+    if ("users_dir",) in doc.reported:
+        return
     if not users.loaded and not users.rejected and not any_inline:
         where = f"{users_dir} has no *.yaml file" if users_dir else "users: is empty"
         doc.report(("users",), f"no users configured ({where}): add a user file "
