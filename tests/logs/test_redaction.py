@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from syncd.logs import configure_logging, redact_text, register_secret
+from syncd.logs import Format, configure_logging, redact_text, register_secret
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +47,7 @@ def _fail_with(client_secret: str, api_key: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])
-def test_nothing_secret_reaches_any_line(fmt: str) -> None:
+def test_nothing_secret_reaches_any_line(fmt: Format) -> None:
     """Keys, headers, tokens, bodies and tracebacks are masked at every level."""
     client_secret = _secret("graph")
     api_key = _secret("inloox")

@@ -82,7 +82,8 @@ def test_nothing_happens_without_notify_socket() -> None:
 
 def test_watchdog_interval_is_half_the_timeout() -> None:
     """WATCHDOG_USEC=2s means a ping every second."""
-    notifier = Notifier.from_env({"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "2000000"})
+    env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "2000000"}
+    notifier = Notifier.from_env(env)
 
     assert notifier.watchdog_interval == 1.0
 
