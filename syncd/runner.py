@@ -66,7 +66,7 @@ class Runner:
         self.clock = clock
         self.engine = Engine(ledger, clock=clock)
         self.owner = owner or default_owner()
-        self.use_leases = (ledger.supports_leases if use_leases is None
+        self.use_leases = (ledger.dialect == "postgresql" if use_leases is None
                            else use_leases)
         self._auth: Any = None
         self._source: Any = None
@@ -122,6 +122,8 @@ class Runner:
         return client
 
     async def aclose(self) -> None:
+        if self.use_leases:
+            self.ledger.release_leases(self.owner)
         if self._source is not None:
             await self._source.aclose()
         for client in self._targets.values():
