@@ -240,7 +240,6 @@ class GraphCalendar:
                 async with deadline(self._settings.total_timeout, what="graph",
                                     method="GET", url=url):
                     response = await client.send(request)
-                    await response.aread()
             except httpx.TransportError as exc:
                 GRAPH_REQUESTS.labels(status="error").inc()
                 raise transport_error(exc, what="graph", method="GET", url=url) from exc

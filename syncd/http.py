@@ -214,9 +214,26 @@ async def deadline(seconds: float, *, what: str, method: str | None = None,
 
 def transport_error(exc: httpx.TransportError, *, what: str, method: str,
                     url: str) -> TransientError:
-    """The transient error for a failed exchange (connect, read, TLS, ...)."""
+    """The transient error for a failed exchange (connect, read, TLS, ...).
+
+    An untrusted server certificate says which setting usually fixes it.
+    """
     kind = type(exc).__name__
+    if _caused_by(exc, ssl.SSLCertVerificationError):
+        return TransientError(f"{what}: {kind}: server certificate not trusted "
+                              "(check tls.ca_bundle)", method=method, url=url)
     return TransientError(f"{what}: {kind}", method=method, url=url)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def odata_error(response: httpx.Response) -> tuple[str | None, str | None]:
