@@ -132,15 +132,18 @@ def _check_name(name: str) -> None:
         )
 
 
-def expand_tree(doc: Document, node: Any, path: KeyPath, environment: Environment
-                ) -> Any:
+def expand_tree(
+    doc: Document, node: Any, path: KeyPath, environment: Environment
+) -> Any:
     """Expand references in every text value below ``node``; report failures."""
     if isinstance(node, dict):
-        return {k: expand_tree(doc, v, (*path, k), environment)
-                for k, v in node.items()}
+        return {
+            k: expand_tree(doc, v, (*path, k), environment) for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [expand_tree(doc, v, (*path, i), environment)
-                for i, v in enumerate(node)]
+        return [
+            expand_tree(doc, v, (*path, i), environment) for i, v in enumerate(node)
+        ]
     if not isinstance(node, str):
         return node
     try:
@@ -150,9 +153,14 @@ def expand_tree(doc: Document, node: Any, path: KeyPath, environment: Environmen
         return node
 
 
-def resolve_secrets(doc: Document, data: dict[str, Any], base: KeyPath,
-                    keys: tuple[KeyPath, ...], prefix: str,
-                    environment: Environment) -> None:
+def resolve_secrets(
+    doc: Document,
+    data: dict[str, Any],
+    base: KeyPath,
+    keys: tuple[KeyPath, ...],
+    prefix: str,
+    environment: Environment,
+) -> None:
     """Replace each secret key of ``data`` by a SecretStr (or None) in place."""
     for key in keys:
         section_name, name = key
@@ -162,15 +170,17 @@ def resolve_secrets(doc: Document, data: dict[str, Any], base: KeyPath,
         if not isinstance(section, dict):
             continue
         credential = prefix + ".".join(map(str, key))
-        secret = _secret(doc, section.get(str(name)), (*base, *key), credential,
-                         environment)
+        secret = _secret(
+            doc, section.get(str(name)), (*base, *key), credential, environment
+        )
         if secret is not None or str(name) in section:
             section[str(name)] = secret
             data[str(section_name)] = section
 
 
-def _secret(doc: Document, raw: Any, path: KeyPath, credential: str,
-            environment: Environment) -> SecretStr | None:
+def _secret(
+    doc: Document, raw: Any, path: KeyPath, credential: str, environment: Environment
+) -> SecretStr | None:
     """Resolve one secret value; a literal in YAML is a problem."""
     try:
         value = _secret_text(raw, credential, environment)
@@ -180,8 +190,7 @@ def _secret(doc: Document, raw: Any, path: KeyPath, credential: str,
     return SecretStr(value) if value else None
 
 
-def _secret_text(raw: Any, credential: str, environment: Environment
-                 ) -> str | None:
+def _secret_text(raw: Any, credential: str, environment: Environment) -> str | None:
     """The secret's text from its reference, or from the credential file."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return environment.credential(credential)
@@ -195,8 +204,9 @@ def _secret_text(raw: Any, credential: str, environment: Environment
     return _secret_reference(match.group(1), credential, environment)
 
 
-def _secret_reference(body: str, credential: str, environment: Environment
-                      ) -> str | None:
+def _secret_reference(
+    body: str, credential: str, environment: Environment
+) -> str | None:
     """Resolve ``${VAR}`` / ``${VAR:-}`` / ``${file:NAME}`` for a secret."""
     if body.startswith("file:"):
         return environment.required_credential(body.removeprefix("file:"))

@@ -20,16 +20,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from syncd.config._durations import format_duration
 from syncd.config._interpolate import (
     SECRET_KEYS,
     USER_SECRET_KEYS,
     Environment,
-    expand,
     ExpansionError,
+    expand,
     expand_tree,
     resolve_secrets,
 )
-from syncd.config._durations import format_duration
 from syncd.config._models import Config, UserConfig
 from syncd.config._yaml import Document, KeyPath, read_document
 from syncd.errors import ConfigError, Problem
@@ -66,8 +66,9 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
     return result.config
 
 
-def load_config_lenient(path: Path, *, env: Mapping[str, str] | None = None
-                        ) -> LoadResult:
+def load_config_lenient(
+    path: Path, *, env: Mapping[str, str] | None = None
+) -> LoadResult:
     """Load what is usable: a bad user is left out, a bad syncd.yaml is fatal."""
     environment = Environment(os.environ if env is None else env)
     doc = read_document(path, str(path))
@@ -119,8 +120,9 @@ def _root_mapping(doc: Document, needs: str) -> dict[str, Any]:
     return dict(doc.data)
 
 
-def _global_secrets(doc: Document, data: dict[str, Any],
-                    environment: Environment) -> bool:
+def _global_secrets(
+    doc: Document, data: dict[str, Any], environment: Environment
+) -> bool:
     """Resolve syncd.yaml's secrets; tell whether a default InLoox one is set."""
     resolve_secrets(doc, data, (), SECRET_KEYS, "", environment)
     inloox = data.get("inloox")
@@ -129,9 +131,13 @@ def _global_secrets(doc: Document, data: dict[str, Any],
     return any(inloox.get(key) is not None for key in ("api_key", "token"))
 
 
-def _global_config(doc: Document, data: dict[str, Any], path: Path,
-                   users_dir: Path | None, environment: Environment
-                   ) -> Config | None:
+def _global_config(
+    doc: Document,
+    data: dict[str, Any],
+    path: Path,
+    users_dir: Path | None,
+    environment: Environment,
+) -> Config | None:
     """Validate syncd.yaml without its users."""
     if () in doc.reported:
         return None
@@ -141,8 +147,9 @@ def _global_config(doc: Document, data: dict[str, Any], path: Path,
     return _validate(doc, Config, expanded, (), path.parent)
 
 
-def _users_dir(doc: Document, data: dict[str, Any], path: Path,
-               environment: Environment) -> Path | None:
+def _users_dir(
+    doc: Document, data: dict[str, Any], path: Path, environment: Environment
+) -> Path | None:
     """Resolve ``users_dir`` relative to syncd.yaml; it must be a directory."""
     raw = data.get("users_dir")
     if raw is None:
@@ -156,8 +163,11 @@ def _users_dir(doc: Document, data: dict[str, Any], path: Path,
         doc.report(("users_dir",), str(exc))
         return None
     if not directory.is_dir():
-        doc.report(("users_dir",), f"no such directory: {directory}; create it "
-                   "or fix the path (relative to this file)")
+        doc.report(
+            ("users_dir",),
+            f"no such directory: {directory}; create it "
+            "or fix the path (relative to this file)",
+        )
         return None
     return directory
 
@@ -174,8 +184,11 @@ def _user_files(doc: Document, directory: Path | None) -> list[Path]:
     except OSError as exc:
         doc.report(("users_dir",), f"cannot list {directory}: {exc}")
         return []
-    return [p for p in entries if p.suffix in USER_FILE_SUFFIXES
-            and not p.name.startswith(".") and p.is_file()]
+    return [
+        p
+        for p in entries
+        if p.suffix in USER_FILE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    ]
 
 
 @dataclass(frozen=True)
@@ -217,8 +230,9 @@ class _Users:
         self.rejected.append(entry.name)
 
 
-def _inline_users(doc: Document, inline: Any, environment: Environment,
-                  users: _Users) -> None:
+def _inline_users(
+    doc: Document, inline: Any, environment: Environment, users: _Users
+) -> None:
     """Validate each entry of ``users:`` on its own."""
     if inline is None:
         return
@@ -245,8 +259,9 @@ def _file_user(path: Path, environment: Environment, users: _Users) -> Document:
     return doc
 
 
-def _user(doc: Document, raw: Any, base: KeyPath, environment: Environment
-          ) -> UserConfig | None:
+def _user(
+    doc: Document, raw: Any, base: KeyPath, environment: Environment
+) -> UserConfig | None:
     """Validate one user; None when anything about it is wrong."""
     before = len(doc.problems)
     if not isinstance(raw, dict):
@@ -275,40 +290,58 @@ def _has_problems(doc: Document, base: KeyPath, before: int) -> bool:
     if not base:
         return bool(doc.problems)
     prefix = f"users[{base[1]}]"
-    return any(p.key == prefix or p.key.startswith((prefix + ".", prefix + "["))
-               for p in doc.problems)
+    return any(
+        p.key == prefix or p.key.startswith((prefix + ".", prefix + "["))
+        for p in doc.problems
+    )
 
 
-def _check_users(doc: Document, users: _Users, global_secret: bool,
-                 any_inline: bool, users_dir: Path | None) -> None:
+def _check_users(
+    doc: Document,
+    users: _Users,
+    global_secret: bool,
+    any_inline: bool,
+    users_dir: Path | None,
+) -> None:
     """Checks across users: duplicates, InLoox credentials, none at all."""
     seen: dict[str, str] = {}
     for entry in list(users.loaded):
         first = seen.setdefault(entry.user.mailbox.lower(), entry.where)
         if first != entry.where:
-            users.reject(entry, f"mailbox {entry.user.mailbox} is already "
-                         f"configured at {first}; remove one of them", "mailbox")
+            users.reject(
+                entry,
+                f"mailbox {entry.user.mailbox} is already "
+                f"configured at {first}; remove one of them",
+                "mailbox",
+            )
 
     for entry in list(users.loaded):
         own = entry.user.inloox
         if not global_secret and (own is None or not own.given):
-            users.reject(entry, "no InLoox credential for this user: set "
-                         "inloox.api_key (or inloox.token) here or in syncd.yaml",
-                         "inloox")
+            users.reject(
+                entry,
+                "no InLoox credential for this user: set "
+                "inloox.api_key (or inloox.token) here or in syncd.yaml",
+                "inloox",
+            )
 
     if ("users_dir",) in doc.reported:
         return
     if not users.loaded and not users.rejected and not any_inline:
         where = f"{users_dir} has no *.yaml file" if users_dir else "users: is empty"
-        doc.report(("users",), f"no users configured ({where}): add a user file "
-                   "to users_dir or an entry to users:")
+        doc.report(
+            ("users",),
+            f"no users configured ({where}): add a user file "
+            "to users_dir or an entry to users:",
+        )
 
 
 # --- validation errors -------------------------------------------------------------
 
 
-def _validate(doc: Document, model: type[M], data: dict[str, Any], base: KeyPath,
-              base_dir: Path) -> M | None:
+def _validate(
+    doc: Document, model: type[M], data: dict[str, Any], base: KeyPath, base_dir: Path
+) -> M | None:
     """Validate ``data``; each error becomes a problem at its key's line."""
     try:
         return model.model_validate(data, context={"base_dir": base_dir})

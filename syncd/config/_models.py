@@ -174,7 +174,7 @@ class ScheduleConfig(_Model):
     """How often each user's pass runs."""
 
     interval: PositiveDuration = DEFAULT_INTERVAL
-    jitter: Duration = Field(DEFAULT_JITTER, ge=timedelta(0))
+    jitter: Duration = Field(default=DEFAULT_JITTER, ge=timedelta(0))
 
 
 class TlsConfig(_Model):
@@ -200,7 +200,7 @@ class GraphConfig(_Model):
     auth: Literal["client_credentials", "device_code"] = DEFAULT_GRAPH_AUTH
     client_secret: SecretStr | None = None
     token_cache: Path | None = None
-    page_size: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
 
     @field_validator("authority")
     @classmethod
@@ -214,8 +214,9 @@ class GraphConfig(_Model):
 
     @field_validator("token_cache")
     @classmethod
-    def _relative_to_config(cls, value: Path | None, info: ValidationInfo
-                            ) -> Path | None:
+    def _relative_to_config(
+        cls, value: Path | None, info: ValidationInfo
+    ) -> Path | None:
         return _resolve_path(value, info)
 
     @model_validator(mode="after")
@@ -258,17 +259,17 @@ class HttpConfig(_Model):
 
     timeout: PositiveDuration = DEFAULT_HTTP_TIMEOUT
     connect_timeout: PositiveDuration = DEFAULT_CONNECT_TIMEOUT
-    max_concurrency: int = Field(DEFAULT_MAX_CONCURRENCY, ge=1)
+    max_concurrency: int = Field(default=DEFAULT_MAX_CONCURRENCY, ge=1)
     graph_concurrency: int = Field(
-        DEFAULT_GRAPH_CONCURRENCY, ge=1, le=GRAPH_MAILBOX_CONCURRENCY_LIMIT
+        default=DEFAULT_GRAPH_CONCURRENCY, ge=1, le=GRAPH_MAILBOX_CONCURRENCY_LIMIT
     )
-    inloox_concurrency: int = Field(DEFAULT_INLOOX_CONCURRENCY, ge=1)
+    inloox_concurrency: int = Field(default=DEFAULT_INLOOX_CONCURRENCY, ge=1)
 
 
 class RetryConfig(_Model):
     """Backoff of transient failures."""
 
-    max_attempts: int = Field(DEFAULT_RETRY_ATTEMPTS, ge=1)
+    max_attempts: int = Field(default=DEFAULT_RETRY_ATTEMPTS, ge=1)
     base_delay: PositiveDuration = DEFAULT_RETRY_BASE_DELAY
     max_delay: PositiveDuration = DEFAULT_RETRY_MAX_DELAY
 
@@ -346,7 +347,9 @@ class RuleMatch(_Model):
     @classmethod
     def _not_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value == ():
-            raise ValueError("an empty list never matches; list categories or remove it")
+            raise ValueError(
+                "an empty list never matches; list categories or remove it"
+            )
         return value
 
     @field_validator("organizer")
@@ -396,7 +399,7 @@ class UserConfig(_Model):
     mailbox: Text
     timezone: Text
     lookback: PositiveDuration = DEFAULT_LOOKBACK
-    horizon: Duration = Field(DEFAULT_HORIZON, ge=timedelta(0))
+    horizon: Duration = Field(default=DEFAULT_HORIZON, ge=timedelta(0))
     inloox: InlooxCredentials | None = None
     select: SelectPolicy = SelectPolicy()
     rules: tuple[Rule, ...] = ()

@@ -148,7 +148,8 @@ class _Walker:
                 continue
             if value in seen:
                 self._report_at(
-                    key_node, (*path, value),
+                    key_node,
+                    (*path, value),
                     f"key {value!r} appears twice here; keep only one",
                 )
             seen.add(value)
@@ -156,6 +157,5 @@ class _Walker:
     def _report_at(self, node: yaml.Node, path: KeyPath, message: str) -> None:
         """Report a problem at the node's own line."""
         self.doc.problems.append(
-            Problem(self.doc.file, node.start_mark.line + 1, format_path(path),
-                    message)
+            Problem(self.doc.file, node.start_mark.line + 1, format_path(path), message)
         )

@@ -14,8 +14,9 @@ Write = Callable[..., Path]
 
 
 @pytest.fixture
-def config(write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
-           ) -> Config:
+def config(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
+) -> Config:
     """The minimal configuration with one user, alice."""
     return load_config(write(global_yaml, alice=user_yaml), env=env)
 
@@ -113,7 +114,9 @@ def test_rule_name_defaults_to_its_position(
     write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
 ) -> None:
     """An unnamed rule is called rules[i]; its absent task is None."""
-    rules_yaml = user_yaml + """\
+    rules_yaml = (
+        user_yaml
+        + """\
 rules:
   - name: first
     match: {categories: [Apollo]}
@@ -121,6 +124,7 @@ rules:
   - match: {categories: [Zeus]}
     project: Zeus
 """
+    )
     config = load_config(write(global_yaml, alice=rules_yaml), env=env)
 
     rules = config.users[0].rules

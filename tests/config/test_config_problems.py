@@ -25,8 +25,9 @@ def located(problems: list[Problem]) -> list[tuple[str, int | None, str]]:
     return [(Path(p.file).name, p.line, p.key) for p in problems]
 
 
-def test_unknown_top_level_key(write: Write, global_yaml: str, user_yaml: str,
-                               env: dict[str, str]) -> None:
+def test_unknown_top_level_key(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
+) -> None:
     """A misspelt key is refused with the likely intended one."""
     path = write(global_yaml + "schedul:\n  interval: 5m\n", alice=user_yaml)
 
@@ -38,10 +39,13 @@ def test_unknown_top_level_key(write: Write, global_yaml: str, user_yaml: str,
     )
 
 
-def test_unknown_nested_key_in_inline_user(write: Write, global_yaml: str,
-                                           env: dict[str, str]) -> None:
+def test_unknown_nested_key_in_inline_user(
+    write: Write, global_yaml: str, env: dict[str, str]
+) -> None:
     """An inline user's unknown key is located as users[0].rules[1].projet."""
-    inline = global_yaml + """\
+    inline = (
+        global_yaml
+        + """\
 users:
   - mailbox: carol@contoso.example
     timezone: UTC
@@ -51,6 +55,7 @@ users:
       - match: {categories: [B]}
         projet: B
 """
+    )
     path = write(inline, bob="mailbox: bob@contoso.example\ntimezone: UTC\n")
 
     problems = problems_of(path, env)
@@ -62,10 +67,12 @@ users:
     assert problems[0].message == "required key 'project' is missing; add it"
 
 
-def test_missing_section_points_at_its_parent(write: Write, user_yaml: str,
-                                              env: dict[str, str]) -> None:
+def test_missing_section_points_at_its_parent(
+    write: Write, user_yaml: str, env: dict[str, str]
+) -> None:
     """A missing required key is reported at the mapping that lacks it."""
-    path = write("""\
+    path = write(
+        """\
 ledger: {url: 'sqlite://'}
 graph:
   client_id: app
@@ -74,7 +81,9 @@ inloox:
   base_url: https://contoso.inloox.app/odata
   api_key: ${API_KEY}
 users_dir: users.d
-""", alice=user_yaml)
+""",
+        alice=user_yaml,
+    )
 
     problems = problems_of(path, env)
 
@@ -82,13 +91,16 @@ users_dir: users.d
     assert problems[0].message == "required key 'authority' is missing; add it"
 
 
-def test_three_mistakes_in_one_file(write: Write, global_yaml: str, user_yaml: str,
-                                    env: dict[str, str]) -> None:
+def test_three_mistakes_in_one_file(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
+) -> None:
     """Three mistakes in syncd.yaml are all named, in line order."""
-    bad = (global_yaml
-           .replace("https://login", "http://login")
-           .replace("url: sqlite:///ledger.db", "url: ledger.db")
-           + "schedule:\n  interval: 5 minutes\n")
+    bad = (
+        global_yaml.replace("https://login", "http://login").replace(
+            "url: sqlite:///ledger.db", "url: ledger.db"
+        )
+        + "schedule:\n  interval: 5 minutes\n"
+    )
     path = write(bad, alice=user_yaml)
 
     problems = problems_of(path, env)
@@ -101,8 +113,9 @@ def test_three_mistakes_in_one_file(write: Write, global_yaml: str, user_yaml: s
     assert problems[1].message.startswith("must start with https://")
 
 
-def test_bad_user_file_does_not_hide_others(write: Write, global_yaml: str,
-                                            env: dict[str, str]) -> None:
+def test_bad_user_file_does_not_hide_others(
+    write: Write, global_yaml: str, env: dict[str, str]
+) -> None:
     """Problems of syncd.yaml and of two user files are reported together."""
     path = write(
         global_yaml + "log: {level: loud}\n",
@@ -120,8 +133,9 @@ def test_bad_user_file_does_not_hide_others(write: Write, global_yaml: str,
     ]
 
 
-def test_lenient_keeps_the_valid_users(write: Write, global_yaml: str,
-                                       env: dict[str, str]) -> None:
+def test_lenient_keeps_the_valid_users(
+    write: Write, global_yaml: str, env: dict[str, str]
+) -> None:
     """A bad user file is left out; the other users are loaded."""
     path = write(
         global_yaml,
@@ -138,8 +152,9 @@ def test_lenient_keeps_the_valid_users(write: Write, global_yaml: str,
     assert not result.ok
 
 
-def test_lenient_global_problem_is_fatal(write: Write, global_yaml: str,
-                                         user_yaml: str, env: dict[str, str]) -> None:
+def test_lenient_global_problem_is_fatal(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
+) -> None:
     """A problem in syncd.yaml leaves no config, only problems."""
     path = write(global_yaml + "pass_timeout: 0s\n", alice=user_yaml)
 
@@ -151,8 +166,9 @@ def test_lenient_global_problem_is_fatal(write: Write, global_yaml: str,
     ]
 
 
-def test_yaml_syntax_error_has_its_line(write: Write, global_yaml: str,
-                                        env: dict[str, str]) -> None:
+def test_yaml_syntax_error_has_its_line(
+    write: Write, global_yaml: str, env: dict[str, str]
+) -> None:
     """A broken user file is a problem at the line of the syntax error."""
     path = write(global_yaml, alice="mailbox: a@b.example\nrules: [\n  {x: 1\n")
 
@@ -163,14 +179,18 @@ def test_yaml_syntax_error_has_its_line(write: Write, global_yaml: str,
     assert problems[0].message.startswith("YAML syntax error:")
 
 
-def test_duplicate_key_in_one_mapping(write: Write, global_yaml: str,
-                                      env: dict[str, str]) -> None:
+def test_duplicate_key_in_one_mapping(
+    write: Write, global_yaml: str, env: dict[str, str]
+) -> None:
     """A key written twice is a problem at the second one."""
-    path = write(global_yaml, alice="""\
+    path = write(
+        global_yaml,
+        alice="""\
 mailbox: alice@contoso.example
 timezone: UTC
 timezone: Europe/Berlin
-""")
+""",
+    )
 
     problems = problems_of(path, env)
 
@@ -178,8 +198,9 @@ timezone: Europe/Berlin
     assert problems[0].message == "key 'timezone' appears twice here; keep only one"
 
 
-def test_duplicate_mailbox_across_files(write: Write, global_yaml: str,
-                                        env: dict[str, str]) -> None:
+def test_duplicate_mailbox_across_files(
+    write: Write, global_yaml: str, env: dict[str, str]
+) -> None:
     """The same mailbox in two files (any letter case) names the first one."""
     path = write(
         global_yaml,
@@ -190,19 +211,26 @@ def test_duplicate_mailbox_across_files(write: Write, global_yaml: str,
     result = load_config_lenient(path, env=env)
 
     first = path.parent / "users.d" / "alice.yaml"
-    assert [(Path(p.file).name, p.line, p.key, p.message) for p in result.problems] \
-        == [("alice2.yaml", 2, "mailbox", "mailbox Alice@Contoso.example is already "
-             f"configured at {first}:1; remove one of them")]
+    assert [(Path(p.file).name, p.line, p.key, p.message) for p in result.problems] == [
+        (
+            "alice2.yaml",
+            2,
+            "mailbox",
+            "mailbox Alice@Contoso.example is already "
+            f"configured at {first}:1; remove one of them",
+        )
+    ]
     assert result.config is not None
     assert [u.source_file for u in result.config.users] == [first]
 
 
-def test_client_credentials_needs_a_secret(write: Write, global_yaml: str,
-                                           user_yaml: str, env: dict[str, str]
-                                           ) -> None:
+def test_client_credentials_needs_a_secret(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
+) -> None:
     """auth: client_credentials without client_secret says how to give one."""
-    path = write(global_yaml.replace("  client_secret: ${SECRET}\n", ""),
-                 alice=user_yaml)
+    path = write(
+        global_yaml.replace("  client_secret: ${SECRET}\n", ""), alice=user_yaml
+    )
 
     problems = problems_of(path, env)
 
@@ -210,11 +238,14 @@ def test_client_credentials_needs_a_secret(write: Write, global_yaml: str,
     assert "client_secret: ${SYNCD_GRAPH_CLIENT_SECRET}" in problems[0].message
 
 
-def test_api_key_and_token_together(write: Write, global_yaml: str, user_yaml: str,
-                                    env: dict[str, str]) -> None:
+def test_api_key_and_token_together(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
+) -> None:
     """InLoox takes an api_key or a token, not both."""
-    path = write(global_yaml.replace("users_dir", "  token: ${API_KEY}\nusers_dir"),
-                 alice=user_yaml)
+    path = write(
+        global_yaml.replace("users_dir", "  token: ${API_KEY}\nusers_dir"),
+        alice=user_yaml,
+    )
 
     problems = problems_of(path, env)
 
@@ -223,13 +254,15 @@ def test_api_key_and_token_together(write: Write, global_yaml: str, user_yaml: s
     ]
 
 
-def test_user_without_any_inloox_credential(write: Write, global_yaml: str,
-                                            user_yaml: str, env: dict[str, str]
-                                            ) -> None:
+def test_user_without_any_inloox_credential(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
+) -> None:
     """No credential globally nor in the user file is that user's problem."""
-    path = write(global_yaml.replace("  api_key: ${API_KEY}\n", ""),
-                 alice=user_yaml,
-                 bob=user_yaml.replace("alice", "bob") + "inloox:\n  token: ${T}\n")
+    path = write(
+        global_yaml.replace("  api_key: ${API_KEY}\n", ""),
+        alice=user_yaml,
+        bob=user_yaml.replace("alice", "bob") + "inloox:\n  token: ${T}\n",
+    )
 
     result = load_config_lenient(path, env={**env, "T": "tok"})
 
@@ -238,8 +271,7 @@ def test_user_without_any_inloox_credential(write: Write, global_yaml: str,
     assert [u.mailbox for u in result.config.users] == ["bob@contoso.example"]
 
 
-def test_no_users_at_all(write: Write, global_yaml: str, env: dict[str, str]
-                         ) -> None:
+def test_no_users_at_all(write: Write, global_yaml: str, env: dict[str, str]) -> None:
     """An empty users.d and no inline users is a problem of syncd.yaml."""
     path = write(global_yaml)
 
@@ -249,8 +281,9 @@ def test_no_users_at_all(write: Write, global_yaml: str, env: dict[str, str]
     assert problems[0].message.startswith("no users configured")
 
 
-def test_users_dir_must_exist(write: Write, global_yaml: str, env: dict[str, str]
-                              ) -> None:
+def test_users_dir_must_exist(
+    write: Write, global_yaml: str, env: dict[str, str]
+) -> None:
     """A users_dir that is not a directory is reported at its line."""
     path = write(global_yaml.replace("users_dir: users.d", "users_dir: people.d"))
 
@@ -260,8 +293,9 @@ def test_users_dir_must_exist(write: Write, global_yaml: str, env: dict[str, str
     assert problems[0].message.startswith("no such directory:")
 
 
-def test_wrong_types_say_what_to_write(write: Write, global_yaml: str,
-                                       user_yaml: str, env: dict[str, str]) -> None:
+def test_wrong_types_say_what_to_write(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
+) -> None:
     """Type mistakes are explained in the config's own words."""
     extra = user_yaml + "tag_event: maybe\non_cancel: delete\nskip: [all_day]\n"
     path = write(global_yaml, alice=extra)
