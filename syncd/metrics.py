@@ -58,3 +58,10 @@ CONFIG_RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+PASSES_SKIPPED = Counter(
+    "syncd_passes_skipped_total",
+    "Scheduled passes not started, by reason (still_running: the user's previous "
+    "pass, or its wait for a free slot, had not ended).",
+    ["reason"],
+    registry=REGISTRY,
+)

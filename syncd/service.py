@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -21,6 +22,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
+from apscheduler.events import (  # type: ignore[import-untyped]
+    EVENT_JOB_MAX_INSTANCES,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
@@ -34,6 +39,7 @@ from syncd.metrics import (
     EVENTS,
     LAST_SUCCESS,
     PASS_DURATION,
+    PASSES_SKIPPED,
 )
 from syncd.model import PassResult
 from syncd.notify import Notifier
@@ -53,6 +59,7 @@ HEARTBEAT_INTERVAL = 1.0
 READY_CHECK_TIMEOUT = 2.0
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_JOB_PREFIX = "pass:"
 
 
 class PassRunner(Protocol):
@@ -270,6 +277,8 @@ class Service(Generic[C]):
         await self._start_health(config.metrics_listen)
 
         self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler.add_listener(_still_running, EVENT_JOB_MAX_INSTANCES)
+        _SCHEDULER_LOG.addFilter(_STILL_RUNNING_FILTER)
         self._scheduler.start()
         self._schedule(config.users, config)
         BUILD_INFO.info({"version": __version__})
@@ -293,6 +302,7 @@ class Service(Generic[C]):
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+            _SCHEDULER_LOG.removeFilter(_STILL_RUNNING_FILTER)
 
         await self._cancel_background()
         await self._stop_health()
@@ -365,13 +375,17 @@ class Service(Generic[C]):
         assert task is not None
         self._running.add(task)
         try:
-            async with self._limit:
-                with bind_pass(mailbox):
-                    await self._run_one(mailbox)
-        except asyncio.CancelledError:
-            log.warning("pass_cancelled", user=mailbox, reason="service stopping")
+            with bind_pass(mailbox):
+                await self._limited_pass(mailbox)
         finally:
             self._running.discard(task)
+
+    async def _limited_pass(self, mailbox: str) -> None:
+        try:
+            async with self._limit:
+                await self._run_one(mailbox)
+        except asyncio.CancelledError:
+            log.warning("pass_cancelled", reason="service stopping")
 
     async def _run_one(self, mailbox: str) -> None:
         assert self._slot is not None and self.config is not None
@@ -555,7 +569,27 @@ def _trigger(mailbox: str, config: ServiceConfig, now: datetime) -> IntervalTrig
 
 
 def _job_id(mailbox: str) -> str:
-    return f"pass:{mailbox}"
+    return f"{_JOB_PREFIX}{mailbox}"
+
+
+_SCHEDULER_LOG = logging.getLogger("apscheduler.scheduler")
+
+
+class _StillRunningFilter(logging.Filter):
+    """Drop APScheduler's sentence for a skipped run; the service counts it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances" not in str(record.msg)
+
+
+_STILL_RUNNING_FILTER = _StillRunningFilter()
+
+
+def _still_running(event: JobSubmissionEvent) -> None:
+    """A user's next pass came due while the previous one had not ended."""
+    PASSES_SKIPPED.labels(reason="still_running").inc()
+    log.debug("pass_skipped", user=str(event.job_id).removeprefix(_JOB_PREFIX),
+              reason="still_running")
 
 
 async def _call(check: Callable[[], object]) -> object:

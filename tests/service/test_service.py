@@ -271,6 +271,7 @@ def test_hung_pass_times_out_and_next_pass_runs() -> None:
 def test_slow_pass_never_runs_twice_at_once() -> None:
     """With a pass slower than the interval, one user has one pass at a time."""
     runner = FakeRunner(delay=0.5)
+    skipped = _sample("syncd_passes_skipped_total", reason="still_running")
 
     async def scenario() -> None:
         await _until(lambda: len(runner.finished) >= 2)
@@ -278,6 +279,7 @@ def test_slow_pass_never_runs_twice_at_once() -> None:
     _run(_service(_config(ALICE), runner), scenario)
 
     assert runner.max_active[ALICE] == 1
+    assert _sample("syncd_passes_skipped_total", reason="still_running") > skipped
 
 
 def test_global_cap_on_parallel_passes() -> None:
