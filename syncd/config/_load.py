@@ -35,7 +35,7 @@ from syncd.config._yaml import Document, KeyPath, read_document
 from syncd.errors import ConfigError, Problem
 
 USER_FILE_SUFFIXES = (".yaml", ".yml")
-_SECRET_NAMES = {"client_secret", "api_key", "token"}
+_SECRET_NAMES = {"client_secret", "api_key", "token", "inloox"}
 _LOADER_KEYS = {"source", "source_file"}
 M = TypeVar("M", bound=BaseModel)
 

@@ -207,3 +207,16 @@ def test_file_reference(
             f"${{file:alice-key}}: create {creds / 'alice-key'}",
         )
     ]
+
+
+def test_misplaced_secret_is_not_echoed(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
+) -> None:
+    """A key written as `inloox: <secret>` is refused without showing the value."""
+    path = write(global_yaml, alice=user_yaml + "inloox: hunter2\n")
+
+    problems = problems_of(path, env)
+
+    assert [(p.line, p.key, p.message) for p in problems] == [
+        (3, "inloox", "must be a mapping of keys")
+    ]
