@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -44,7 +45,7 @@ def skip(ledger: Ledger, event_id: str = "ev-1", reason: str = "private") -> Rec
     )
 
 
-def put(ledger: Ledger, state: State, event_id: str = "ev-1", **fields: object) -> None:
+def put(ledger: Ledger, state: State, event_id: str = "ev-1", **fields: Any) -> None:
     """Bring a record into ``state`` through the public API."""
     claim(ledger, event_id)
     ledger.transition(USER, event_id, state, **fields)
