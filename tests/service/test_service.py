@@ -228,6 +228,25 @@ def test_reload_adds_and_removes_users() -> None:
     assert runners[0].closed
 
 
+def test_reload_with_new_interval_reschedules_kept_users() -> None:
+    """A shorter interval on reload applies to users already scheduled."""
+    configs = [_config(ALICE, interval=timedelta(hours=1)), _config(ALICE)]
+    runner = FakeRunner()
+    service = Service(lambda: configs[0], lambda _: runner, notifier=Notifier(None),
+                      install_signal_handlers=False)
+
+    async def scenario() -> None:
+        await asyncio.sleep(0.3)
+        assert runner.started == []
+        configs.pop(0)
+        await service.reload()
+        await _until(lambda: runner.finished, timeout=1.5)
+
+    _run(service, scenario)
+
+    assert runner.finished[0] == ALICE
+
+
 def test_reload_notifies_reloading_then_ready(
     notify_socket: tuple[str, socket.socket],
 ) -> None:
