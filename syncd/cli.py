@@ -48,16 +48,33 @@ def _die(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _load(path: Path) -> Any:
-    from syncd.config import format_problems, load_config
+def _load(path: Path, *, strict: bool = True) -> Any:
+    """The configuration; exits 78 listing every problem when it is wrong.
 
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        typer.echo(format_problems(exc.problems), err=True)
-        typer.echo("Fix these, then run `syncd check-config -c "
-                   f"{path}` again.", err=True)
-        raise typer.Exit(EX_CONFIG) from None
+    Not ``strict``: users whose own file is wrong are left out (and listed),
+    so one bad user file never stops the others.
+    """
+    from syncd.config import format_problems, load_config, load_config_lenient
+
+    if strict:
+        try:
+            return load_config(path)
+        except ConfigError as exc:
+            _config_problems(path, format_problems(exc.problems))
+    result = load_config_lenient(path)
+    if result.config is None:
+        _config_problems(path, format_problems(result.problems))
+    if result.problems:
+        typer.echo(format_problems(result.problems), err=True)
+        typer.echo(f"syncd: left out: {', '.join(result.rejected)}; the other "
+                   "users go on", err=True)
+    return result.config
+
+
+def _config_problems(path: Path, text: str) -> NoReturn:
+    typer.echo(text, err=True)
+    typer.echo(f"Fix these, then run `syncd check-config -c {path}` again.", err=True)
+    raise typer.Exit(EX_CONFIG)
 
 
 def _logging(config: Any, *, default_level: str | None = None) -> None:
@@ -115,10 +132,20 @@ def check_config(config: ConfigOption) -> None:
 @app.command()
 def once(config: ConfigOption, user: UserOption = None) -> None:
     """One pass for every (or one) user, then exit: 0 when all succeeded."""
-    loaded = _load(config)
+    loaded = _load(config, strict=False)
     _logging(loaded)
     results = _run(_once(loaded, _users(loaded, user)))
-    raise typer.Exit(EX_OK if all(r.ok for r in results) else EX_FAIL)
+    partial = len(loaded.users) < _configured_users(config)
+    ok = all(r.ok for r in results) and not partial
+    raise typer.Exit(EX_OK if ok else EX_FAIL)
+
+
+def _configured_users(path: Path) -> int:
+    from syncd.config import load_config_lenient
+
+    result = load_config_lenient(path)
+    count = len(result.config.users) if result.config else 0
+    return count + len(result.rejected)
 
 
 async def _once(config: Any, mailboxes: list[str]) -> list[Any]:
@@ -137,7 +164,7 @@ async def _once(config: Any, mailboxes: list[str]) -> list[Any]:
 def plan(config: ConfigOption, user: UserOption = None,
          as_json: JsonOption = False) -> None:
     """Dry run: every event in the window, its decision and why. Writes nothing."""
-    loaded = _load(config)
+    loaded = _load(config, strict=False)
     _logging(loaded, default_level="warning")
     plans = _run(_plan(loaded, _users(loaded, user)))
     failed = [m for m, p in plans.items() if isinstance(p, Exception)]
@@ -202,7 +229,7 @@ def _print_plan(mailbox: str, planned: Any) -> None:
 @app.command()
 def status(config: ConfigOption, as_json: JsonOption = False) -> None:
     """Per user: last success, counts by state and reason, recent failures."""
-    loaded = _load(config)
+    loaded = _load(config, strict=False)
     ledger = _ledger(loaded, migrate=False)
     try:
         rows = ledger.status([u.mailbox for u in loaded.users])
@@ -267,7 +294,7 @@ def login(config: ConfigOption,
 @app.command()
 def run(config: ConfigOption, user: UserOption = None) -> None:
     """The daemon: scheduler, signals, health. Exits 0 after a clean stop."""
-    loaded = _load(config)
+    loaded = _load(config, strict=False)
     _logging(loaded)
     _users(loaded, user)
     from syncd.daemon import run_daemon

@@ -9,12 +9,27 @@ from typing import Any
 
 import structlog
 
-from syncd.config import load_config
+from syncd.config import load_config_lenient
+from syncd.errors import ConfigError
 from syncd.ledger import Ledger
 from syncd.runner import Runner
 from syncd.service import Service
 
 log = structlog.get_logger("syncd.daemon")
+
+
+def load_config(path: Path) -> Any:
+    """The configuration with every valid user; a user's bad file is logged.
+
+    Only a broken ``syncd.yaml`` raises: one bad user file never stops the
+    others (they are served, the bad one is named in ``config_user_rejected``).
+    """
+    result = load_config_lenient(path)
+    if result.config is None:
+        raise ConfigError(list(result.problems))
+    for problem in result.problems:
+        log.error("config_user_rejected", problem=str(problem))
+    return result.config
 
 
 def run_daemon(path: Path, *, only: str | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
-from syncd.config._models import UserConfig
+from syncd.config import UserConfig
 from syncd.model import Event, EventType
 
 UTC = timezone.utc
