@@ -39,6 +39,7 @@ from syncd.http import (
     parse_retry_after,
     retry_idempotent,
     ssl_context,
+    transport_error,
 )
 from syncd.model import TimeEntry
 
@@ -433,20 +434,29 @@ def _transport_error(
     context: dict[str, str | None],
 ) -> TransientError:
     """No answer: harmless before sending, unknown outcome after it for a create."""
-    where: dict[str, Any] = {
-        "method": request.method,
-        "url": str(request.url),
-        **context,
-    }
+    method, url = request.method, str(request.url)
+    if isinstance(exc, httpx.TransportError) and (
+        idempotent or isinstance(exc, _NOTHING_SENT)
+    ):
+        error = transport_error(exc, what="InLoox", method=method, url=url)
+        error.user, error.event_id = context["user"], context["event_id"]
+        return error
     kind = type(exc).__name__
-    if isinstance(exc, _NOTHING_SENT):
-        return TransientError(f"InLoox is unreachable ({kind})", **where)
     if idempotent:
-        return TransientError(f"InLoox did not answer ({kind})", **where)
+        return TransientError(
+            f"InLoox: no answer in time ({kind})",
+            method=method,
+            url=url,
+            user=context["user"],
+            event_id=context["event_id"],
+        )
     return OutcomeUnknown(
         f"InLoox did not answer after the request was sent ({kind}); "
         "the entry may exist",
-        **where,
+        method=method,
+        url=url,
+        user=context["user"],
+        event_id=context["event_id"],
     )
 
 

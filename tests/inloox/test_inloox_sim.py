@@ -15,7 +15,9 @@ from syncd.errors import (
     OutcomeUnknown,
     PermanentError,
     ThrottledError,
+    TransientError,
 )
+from syncd.http import HttpSettings
 from syncd.inloox import InLooxClient
 from syncd.model import TimeEntry
 from syncd.sim import Simulator
@@ -312,3 +314,18 @@ def test_throttled_create_is_not_retried(sim: Simulator) -> None:
     assert caught.value.retry_after == 0.5
     assert sim.stats.count("inloox", "POST") == 1
     assert sim.inloox_entries(MAILBOX) == []
+
+
+def test_untrusted_certificate_names_the_ca_bundle_setting(sim: Simulator) -> None:
+    """Without the simulator's CA the TLS failure points at tls.ca_bundle."""
+
+    async def work() -> None:
+        settings = HttpSettings(max_attempts=1)
+        key = sim.inloox_key(MAILBOX)
+        async with InLooxClient(sim.inloox_url, api_key=key, settings=settings) as c:
+            await c.get_entry(APOLLO)
+
+    with pytest.raises(TransientError) as caught:
+        asyncio.run(work())
+
+    assert "tls.ca_bundle" in str(caught.value)
