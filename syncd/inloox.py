@@ -92,6 +92,7 @@ class InLooxClient:
         ca_bundle: Path | None = None,
         settings: HttpSettings | None = None,
         concurrency: int | None = None,
+        limit: asyncio.Semaphore | None = None,
         performer_id: str | None = None,
         user: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -109,7 +110,10 @@ class InLooxClient:
         self._clock = clock
         self._now = now
         self._sleep = sleep
-        self._limit = asyncio.Semaphore(concurrency or self.settings.max_concurrency)
+        # One semaphore may be shared by the clients of every user's key.
+        self._limit = limit or asyncio.Semaphore(
+            concurrency or self.settings.max_concurrency
+        )
         self._projects: dict[str, str] = {}
         self._project_misses: dict[str, float] = {}
         self._http = httpx.AsyncClient(

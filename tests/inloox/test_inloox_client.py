@@ -716,3 +716,33 @@ def test_get_over_the_total_deadline_is_transient() -> None:
         call(client, "get_entry", ENTRY)
 
     assert type(caught.value) is TransientError
+
+
+def test_clients_can_share_one_limit() -> None:
+    """Two clients given one semaphore stay under it together."""
+    in_flight = 0
+    peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return httpx.Response(200, json=ENTITY)
+
+    async def go() -> None:
+        limit = asyncio.Semaphore(2)
+        clients = [
+            InLooxClient(
+                BASE, api_key=k, limit=limit, transport=httpx.MockTransport(slow)
+            )
+            for k in ("key-a", "key-b")
+        ]
+        await asyncio.gather(*(c.get_entry(ENTRY) for c in clients for _ in range(4)))
+        for client in clients:
+            await client.aclose()
+
+    run(go())
+
+    assert peak == 2
