@@ -78,21 +78,12 @@ def _config_problems(path: Path, text: str) -> NoReturn:
 
 
 def _logging(config: Any, *, default_level: str | None = None) -> None:
-    from syncd.logs import configure_logging, register_secret
+    from syncd.logs import configure_logging
+    from syncd.runner import register_secrets
 
     level = default_level or config.log.level
     configure_logging(level=level, fmt=config.log.format)
-    for secret in _secrets(config):
-        register_secret(secret)
-
-
-def _secrets(config: Any) -> list[str]:
-    values = [config.graph.client_secret, config.inloox.api_key, config.inloox.token]
-    for user in config.users:
-        own = getattr(user, "inloox", None)
-        if own is not None:
-            values += [own.api_key, own.token]
-    return [v.get_secret_value() for v in values if v is not None]
+    register_secrets(config)
 
 
 def _users(config: Any, only: str | None) -> list[str]:

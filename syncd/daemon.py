@@ -12,7 +12,7 @@ import structlog
 from syncd.config import load_config_lenient
 from syncd.errors import ConfigError
 from syncd.ledger import Ledger
-from syncd.runner import Runner
+from syncd.runner import Runner, register_secrets
 from syncd.service import Service
 
 log = structlog.get_logger("syncd.daemon")
@@ -29,6 +29,7 @@ def load_config(path: Path) -> Any:
         raise ConfigError(list(result.problems))
     for problem in result.problems:
         log.error("config_user_rejected", problem=str(problem))
+    register_secrets(result.config)
     return result.config
 
 

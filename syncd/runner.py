@@ -258,6 +258,23 @@ class Runner:
         return [_planned(a, known.get(a.event_id)) for a in actions]
 
 
+def config_secrets(config: Any) -> list[str]:
+    """Every secret value of a configuration, for the log redactor."""
+    values = [config.graph.client_secret, config.inloox.api_key, config.inloox.token]
+    for user in config.users:
+        own = getattr(user, "inloox", None)
+        if own is not None:
+            values += [own.api_key, own.token]
+    return [s for s in (_secret(v) for v in values) if s]
+
+
+def register_secrets(config: Any) -> None:
+    from syncd.logs import register_secret
+
+    for secret in config_secrets(config):
+        register_secret(secret)
+
+
 def build_auth(config: Any) -> Any:
     from syncd.auth import ClientCredentialsAuth, DeviceCodeAuth
 

@@ -18,12 +18,16 @@ from syncd.ledger._sql import upsert
 
 def ensure_rows(connection: Connection, users: Sequence[str]) -> None:
     """Create missing lease rows, in a stable order to avoid deadlocks."""
-    rows = [
-        {"user": user, "owner": None, "expires_at": None, "fence": 0}
-        for user in sorted(set(users))
-    ]
-    if rows:
-        connection.execute(upsert(connection, LEASES).on_conflict_do_nothing(), rows)
+    existing = set(
+        connection.execute(
+            select(LEASES.c.user).where(LEASES.c.user.in_(users))
+        ).scalars()
+    )
+    missing = sorted(set(users) - existing)
+    if not missing:
+        return
+    rows = [{"user": u, "owner": None, "expires_at": None, "fence": 0} for u in missing]
+    connection.execute(upsert(connection, LEASES).on_conflict_do_nothing(), rows)
 
 
 def keep_held(
