@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import shutil
+import ssl
 import tempfile
 import threading
 from collections.abc import Callable
@@ -168,6 +169,10 @@ class Simulator:
     def users(self) -> list[str]:
         return [u.mailbox for u in self.scenario.users]
 
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts the simulator's CA (for httpx)."""
+        return ssl.create_default_context(cafile=str(self.ca_path))
+
     def inloox_key(self, mailbox: str) -> str:
         """The personal access token of the user's InLoox contact."""
         return self.scenario.user(mailbox).api_key
@@ -250,9 +255,7 @@ class Simulator:
         return response
 
 
-def _server_ssl(cert: trustme.LeafCert) -> Any:
-    import ssl
-
+def _server_ssl(cert: trustme.LeafCert) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     return context
