@@ -8,6 +8,7 @@ A user's failure is classified here and never escapes to other users.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
@@ -71,6 +72,7 @@ class Runner:
         self._auth: Any = None
         self._source: Any = None
         self._targets: dict[str, Any] = {}
+        self._inloox_limit: asyncio.Semaphore | None = None
         self.last_actions: dict[str, list[Action]] = {}
 
     # ---- clients -----------------------------------------------------------
@@ -113,11 +115,14 @@ class Runner:
         if client is None:
             from syncd.inloox import InLooxClient
 
+            if self._inloox_limit is None:
+                self._inloox_limit = asyncio.Semaphore(
+                    self.config.http.inloox_concurrency)
             client = InLooxClient(
                 self.config.inloox.base_url, api_key=api_key, token=token,
                 ca_bundle=self.config.tls.ca_bundle,
                 settings=self._http_settings(self.config.http.inloox_concurrency),
-                concurrency=self.config.http.inloox_concurrency)
+                limit=self._inloox_limit, user=user.mailbox)
             self._targets[key] = client
         return client
 
@@ -128,7 +133,7 @@ class Runner:
             await self._source.aclose()
         for client in self._targets.values():
             await client.aclose()
-        self._source, self._targets = None, {}
+        self._source, self._targets, self._inloox_limit = None, {}, None
 
     # ---- passes ------------------------------------------------------------
 
