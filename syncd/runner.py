@@ -122,7 +122,7 @@ class Runner:
                 self.config.inloox.base_url, api_key=api_key, token=token,
                 ca_bundle=self.config.tls.ca_bundle,
                 settings=self._http_settings(self.config.http.inloox_concurrency),
-                limit=self._inloox_limit, user=user.mailbox)
+                limit=self._inloox_limit)
             self._targets[key] = client
         return client
 
