@@ -143,6 +143,11 @@ async def _once(config: Any, mailboxes: list[str]) -> list[Any]:
     from syncd.runner import Runner
 
     ledger = _ledger(config)
+    try:
+        ledger.acquire_process_lock()
+    except LedgerError as exc:
+        ledger.close()
+        _die(f"{exc}; `syncd once` cannot run beside it on SQLite", EX_FAIL)
     runner = Runner(config, ledger)
     try:
         return [await runner.run_pass(m) for m in mailboxes]

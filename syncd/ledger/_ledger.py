@@ -266,13 +266,21 @@ class Ledger:
         end: datetime | date | None,
         all_day: bool,
         series_master_id: str | None,
+        project_id: str | None = None,
+        task_id: str | None = None,
         fence: int | None = None,
     ) -> Record:
-        """Record a skip, unless an entry exists or may exist: then return that."""
+        """Record a skip, unless an entry exists or may exist: then return that.
+
+        ``project_id``/``task_id`` keep the mapping of an event that waits
+        (``not_ended``), so it is booked once it ends without another read.
+        """
         now = self._clock()
         values: dict[str, Any] = {
             "state": State.SKIPPED.value,
             "reason": reason,
+            "project_id": project_id,
+            "task_id": task_id,
             "start": instant(start),
             "end": instant(end),
             "all_day": all_day,
