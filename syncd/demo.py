@@ -125,12 +125,11 @@ def _change_calendar(sim: Any, mailbox: str, ledger: Any) -> str:
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     calendar = sim.calendar(mailbox)
     calendar.add_event(subject=NEW_MEETING, start=now - timedelta(hours=3),
-                       end=now - timedelta(hours=2), categories=["Apollo"],
-                       showAs="busy")
+                       end=now - timedelta(hours=2), categories=["Apollo"])
     booked = [r for r in ledger.records(mailbox).values()
               if r.state == "booked" and r.series_master_id is None]
     victim = max(booked, key=lambda r: r.start)
-    calendar.update_event(victim.event_id, isCancelled=True)
+    calendar.update_event(victim.event_id, is_cancelled=True)
     return f"{mailbox}: one meeting added, one booked meeting cancelled"
 
 

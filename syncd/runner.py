@@ -165,14 +165,14 @@ class Runner:
             result.error_kind = "lease_elsewhere"
             return
 
-        before = self._requests()
+        before = self._requests(user.mailbox)
         ctx = PassContext(user=user, ledger=self.ledger, source=self.source(),
                           target=self.target(user), now=now,
                           fence=fence if isinstance(fence, int) else None)
         actions = await self.engine.run(ctx)
         self.last_actions[user.mailbox] = actions
         _count(result, ctx, actions)
-        result.requests = self._requests() - before
+        result.requests = self._requests(user.mailbox) - before
         if ctx.keep_cursor:
             result.ok, result.error_kind = False, "transient"
             result.error = "a change could not be applied; the round is replayed"
@@ -216,9 +216,10 @@ class Runner:
                 parts.append("no-cache")
         return "auth:" + _fingerprint("|".join(p or "" for p in parts))
 
-    def _requests(self) -> int:
-        total = getattr(self._source, "requests", 0)
-        return int(total) + sum(int(c.requests) for c in self._targets.values())
+    def _requests(self, mailbox: str) -> int:
+        """Requests sent so far for this user (InLoox counts are per credential)."""
+        graph = self._source.request_count(mailbox) if self._source else 0
+        return int(graph) + sum(int(c.requests) for c in self._targets.values())
 
     def _failed(self, user: Any, result: PassResult, exc: Exception) -> None:
         result.ok = False
