@@ -202,6 +202,8 @@ class Stats:
 
     requests: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)
     without_immutable_id: int = 0
+    # per mailbox, the most Graph requests open at once, counting one that was
+    # refused for concurrency: above the limit means a client was throttled
     max_concurrent: dict[str, int] = field(default_factory=dict)
     inloox_max_concurrent: int = 0
     inloox_writes: int = 0
