@@ -38,8 +38,15 @@ WINDOWS_ZONES = {
     "Asia/Kolkata": "India Standard Time",
     "Australia/Sydney": "AUS Eastern Standard Time",
 }
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
-            "sunday")
+WEEKDAYS = (
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+)
 _ID_PREFIX = "AAMkAGVmMDEzMTM4LTZmYWUtNDdkNC1hMDZiLTU1OGY5OTZhYmY4OABGAAAAAAA"
 _DEFAULT_ID_PREFIX = "AAMkADQ0ZjRmYzE3LWM4NjktNGM0Ni05OWQ5LWU0ZGY4ZDAzZDQ2OABGAAAAAAB"
 _OCCURRENCE_PREFIX = "AAMkAGVmMDEzMTM4LTZmYWUtNDdkNC1hMDZiLTU1OGY5OTZhYmY4OAFRAAgI"
@@ -183,8 +190,9 @@ class Calendar:
         **values: Any,
     ) -> str:
         """Add a single event; returns its immutable id."""
-        return self._add(subject, start, end, time_zone, is_all_day, id, created,
-                         values, series=None)
+        return self._add(
+            subject, start, end, time_zone, is_all_day, id, created, values, series=None
+        )
 
     def add_series(
         self,
@@ -204,8 +212,17 @@ class Calendar:
         """Add a weekly series (``start``/``end`` of its first occurrence)."""
         weekdays = tuple(sorted(WEEKDAYS.index(d.lower()) for d in days))
         last = until if isinstance(until, date) else date.fromisoformat(until)
-        return self._add(subject, start, end, time_zone, is_all_day, id, created,
-                         values, series=(weekdays, interval_weeks, last))
+        return self._add(
+            subject,
+            start,
+            end,
+            time_zone,
+            is_all_day,
+            id,
+            created,
+            values,
+            series=(weekdays, interval_weeks, last),
+        )
 
     def update_event(self, event_id: str, **fields: Any) -> None:
         """Change a single event, a series master, or one occurrence."""
@@ -266,7 +283,8 @@ class Calendar:
                     continue
                 out.extend(
                     self._occurrence_json(o)
-                    for o in self._expand(item) if _overlaps(o.start, o.end, start, end)
+                    for o in self._expand(item)
+                    if _overlaps(o.start, o.end, start, end)
                 )
             return sorted(out, key=lambda e: e["start"]["dateTime"])
 
@@ -314,9 +332,15 @@ class Calendar:
             now = created or self._clock()
             new_id = item_id or self.new_id()
             item = _Item(
-                id=new_id, start=begin, end=finish, zone=zone, all_day=all_day,
+                id=new_id,
+                start=begin,
+                end=finish,
+                zone=zone,
+                all_day=all_day,
                 values={**copy.deepcopy(_VALUE_DEFAULTS), **values, "subject": subject},
-                created=now, modified=now, version=self._bump(),
+                created=now,
+                modified=now,
+                version=self._bump(),
                 ical_uid=_ical_uid(new_id),
             )
             if series is not None:
@@ -334,7 +358,9 @@ class Calendar:
             zone = times.get("time_zone", item.zone)
             all_day = bool(times.get("is_all_day", item.all_day))
             item.start, item.end = _bounds(
-                times.get("start", item.start), times.get("end", item.end), zone,
+                times.get("start", item.start),
+                times.get("end", item.end),
+                zone,
                 all_day,
             )
             item.zone, item.all_day = zone, all_day
@@ -344,13 +370,18 @@ class Calendar:
     def _update_occurrence(self, occurrence: Occurrence, fields: JSON) -> None:
         master = occurrence.master
         exception = occurrence.exception or _Exception(
-            start=occurrence.start, end=occurrence.end, values={},
-            modified=self._clock(), change=0,
+            start=occurrence.start,
+            end=occurrence.end,
+            values={},
+            modified=self._clock(),
+            change=0,
         )
         if "start" in fields or "end" in fields:
             exception.start, exception.end = _bounds(
-                fields.pop("start", exception.start), fields.pop("end", exception.end),
-                fields.pop("time_zone", master.zone), master.all_day,
+                fields.pop("start", exception.start),
+                fields.pop("end", exception.end),
+                fields.pop("time_zone", master.zone),
+                master.all_day,
             )
         _check_values(fields)
         exception.values.update(copy.deepcopy(fields))
@@ -408,7 +439,9 @@ class Calendar:
             if item.is_series:
                 self._expand(item)
 
-    def _expand(self, master: _Item, *, with_cancelled: bool = False) -> list[Occurrence]:
+    def _expand(
+        self, master: _Item, *, with_cancelled: bool = False
+    ) -> list[Occurrence]:
         out = []
         duration = master.end - master.start
         for original in _series_starts(master):
@@ -418,7 +451,9 @@ class Calendar:
             exception = master.exceptions.get(original)
             start = exception.start if exception else original
             end = exception.end if exception else original + duration
-            out.append(Occurrence(occurrence_id, master, original, start, end, exception))
+            out.append(
+                Occurrence(occurrence_id, master, original, start, end, exception)
+            )
         return out
 
     def _occurrence_id(self, master_id: str, original: datetime) -> str:
@@ -443,10 +478,14 @@ class Calendar:
             if _overlaps(item.start, item.end, start, end):
                 return [self._item_json(item)]
             return [] if since is None else [_removed(item.id)]
-        occurrences = [o for o in self._expand(item) if _overlaps(o.start, o.end, start, end)]
+        occurrences = [
+            o for o in self._expand(item) if _overlaps(o.start, o.end, start, end)
+        ]
         if not occurrences:
             return [] if since is None else [_removed(item.id)]
-        return [self._item_json(item)] + [self._delta_occurrence(o) for o in occurrences]
+        return [self._item_json(item)] + [
+            self._delta_occurrence(o) for o in occurrences
+        ]
 
     def _removed_with_occurrences(
         self, item: _Item, start: datetime, end: datetime
@@ -454,7 +493,8 @@ class Calendar:
         removed = [_removed(item.id)]
         if item.is_series:
             removed.extend(
-                _removed(o.id) for o in self._expand(item)
+                _removed(o.id)
+                for o in self._expand(item)
                 if _overlaps(o.start, o.end, start, end)
             )
         return removed
@@ -476,8 +516,15 @@ class Calendar:
     def _item_json(self, item: _Item) -> JSON:
         kind = "seriesMaster" if item.is_series else "singleInstance"
         body = self._render(
-            item.id, kind, None, item.start, item.end, item, item.values,
-            item.modified, item.change,
+            item.id,
+            kind,
+            None,
+            item.start,
+            item.end,
+            item,
+            item.values,
+            item.modified,
+            item.change,
         )
         if item.is_series:
             body["recurrence"] = _recurrence_json(item)
@@ -489,7 +536,11 @@ class Calendar:
         return self._render(
             occurrence.id,
             "exception" if exception else "occurrence",
-            master.id, occurrence.start, occurrence.end, master, values,
+            master.id,
+            occurrence.start,
+            occurrence.end,
+            master,
+            values,
             exception.modified if exception else master.modified,
             master.change + (exception.change if exception else 0),
         )
@@ -554,10 +605,14 @@ class Calendar:
 def _attendee_json(attendee: JSON) -> JSON:
     return {
         "type": attendee.get("type", "required"),
-        "status": {"response": attendee.get("response", "none"),
-                   "time": "0001-01-01T00:00:00Z"},
-        "emailAddress": {"name": attendee.get("name", ""),
-                         "address": attendee["address"]},
+        "status": {
+            "response": attendee.get("response", "none"),
+            "time": "0001-01-01T00:00:00Z",
+        },
+        "emailAddress": {
+            "name": attendee.get("name", ""),
+            "address": attendee["address"],
+        },
     }
 
 
@@ -609,7 +664,9 @@ def _bounds(
 
 def _instant(value: datetime | date | str, zone: str, all_day: bool) -> datetime:
     if isinstance(value, str):
-        value = datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value)
+        value = (
+            datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value)
+        )
     if not isinstance(value, datetime):
         return datetime.combine(value, time(0), UTC)
     if all_day:
@@ -626,8 +683,11 @@ def _overlaps(start: datetime, end: datetime, lo: datetime, hi: datetime) -> boo
 
 
 def _removed(event_id: str) -> JSON:
-    return {"@odata.type": "#microsoft.graph.event", "id": event_id,
-            "@removed": {"reason": "deleted"}}
+    return {
+        "@odata.type": "#microsoft.graph.event",
+        "id": event_id,
+        "@removed": {"reason": "deleted"},
+    }
 
 
 def _change_key(event_id: str, change: int) -> str:
@@ -636,8 +696,10 @@ def _change_key(event_id: str, change: int) -> str:
 
 
 def _ical_uid(event_id: str) -> str:
-    return "040000008200E00074C5B7101A82E008" + hashlib.sha256(
-        event_id.encode()).hexdigest()[:48].upper()
+    return (
+        "040000008200E00074C5B7101A82E008"
+        + hashlib.sha256(event_id.encode()).hexdigest()[:48].upper()
+    )
 
 
 def _check_values(values: JSON) -> None:

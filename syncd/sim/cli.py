@@ -8,7 +8,7 @@ import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from syncd.sim.scenario import load_scenario
 from syncd.sim.simulator import Simulator
@@ -30,8 +30,11 @@ def serve(
     done = stop or threading.Event()
     sim = Simulator(load_scenario(scenario_path))
     sim.port = port
-    directory = Path(config_dir) if config_dir else Path(
-        tempfile.mkdtemp(prefix="syncd-sim-config-"))
+    directory = (
+        Path(config_dir)
+        if config_dir
+        else Path(tempfile.mkdtemp(prefix="syncd-sim-config-"))
+    )
     with sim:
         config = sim.write_config(directory)
         _print_usage(sim, config, stream)
@@ -65,11 +68,11 @@ def _print_usage(sim: Simulator, config: Path, stream: TextIO) -> None:
     print("\n".join(lines), file=stream, flush=True)
 
 
-def _install_handlers(done: threading.Event) -> dict[int, object]:
+def _install_handlers(done: threading.Event) -> dict[int, Any]:
     def finish(signum: int, frame: FrameType | None) -> None:
         done.set()
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for number in (signal.SIGINT, signal.SIGTERM):
         previous[number] = signal.getsignal(number)
         signal.signal(number, finish)

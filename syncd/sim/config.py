@@ -19,8 +19,14 @@ if TYPE_CHECKING:
     from syncd.sim.simulator import Simulator
 
 GRAPH_SECRET_ENV = "SYNCD_GRAPH_CLIENT_SECRET"
-DEFAULT_SKIP = {"all_day": True, "declined": True, "tentative": False, "free": True,
-                "private": False, "cancelled": True}
+DEFAULT_SKIP = {
+    "all_day": True,
+    "declined": True,
+    "tentative": False,
+    "free": True,
+    "private": False,
+    "cancelled": True,
+}
 
 
 def inloox_key_env(mailbox: str) -> str:
@@ -41,7 +47,9 @@ def write_config(sim: Simulator, directory: Path, *, ledger_url: str | None) -> 
     return config_path
 
 
-def config_env(sim: Simulator, directory: Path, *, include_secrets: bool) -> dict[str, str]:
+def config_env(
+    sim: Simulator, directory: Path, *, include_secrets: bool
+) -> dict[str, str]:
     """``CREDENTIALS_DIRECTORY`` (and, if asked, the secret variables themselves)."""
     env = {"CREDENTIALS_DIRECTORY": str((directory / "credentials").resolve())}
     if include_secrets:
@@ -88,11 +96,21 @@ def _rules(sim: Simulator) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
     for project in sim.scenario.projects:
         if project.categories:
-            rules.append({"match": {"categories": list(project.categories)},
-                          "project": project.project_id, "task": None})
+            rules.append(
+                {
+                    "match": {"categories": list(project.categories)},
+                    "project": project.project_id,
+                    "task": None,
+                }
+            )
         if project.subject_prefix:
-            rules.append({"match": {"subject": "^" + re.escape(project.subject_prefix)},
-                          "project": project.project_id, "task": None})
+            rules.append(
+                {
+                    "match": {"subject": "^" + re.escape(project.subject_prefix)},
+                    "project": project.project_id,
+                    "task": None,
+                }
+            )
     return rules
 
 

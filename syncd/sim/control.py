@@ -71,14 +71,17 @@ def _state(sim: Simulator) -> dict[str, Any]:
     }
 
 
-def _calendar(sim: Simulator, request: Request, mailbox: str, rest: list[str]) -> Response:
+def _calendar(
+    sim: Simulator, request: Request, mailbox: str, rest: list[str]
+) -> Response:
     calendar = sim.calendar(mailbox)
     method = request.method
     if rest == ["events"] and method == "GET":
         query = request.query
         if "start" in query and "end" in query:
-            return json_response(200, calendar.view(
-                _moment(query["start"]), _moment(query["end"])))
+            return json_response(
+                200, calendar.view(_moment(query["start"]), _moment(query["end"]))
+            )
         return json_response(200, calendar.events())
     if rest == ["events"] and method == "POST":
         return json_response(201, {"id": calendar.add_event(**request.json())})

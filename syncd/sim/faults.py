@@ -62,7 +62,9 @@ class Faults:
         with self._lock:
             self._graph_throttles.append(_Injection(count, 429, retry_after))
 
-    def fail_graph(self, status: int = 503, count: int = 1, *, pages_only: bool = True) -> None:
+    def fail_graph(
+        self, status: int = 503, count: int = 1, *, pages_only: bool = True
+    ) -> None:
         """The next ``count`` Graph requests answer ``status`` (503/504);
         ``pages_only`` hits only continuation pages (mid-round)."""
         with self._lock:
@@ -114,7 +116,7 @@ class Faults:
             return self._expired.get(mailbox.lower(), "SyncStateNotFound")
 
     def take_commit_fault(self) -> str | None:
-        """"drop", "502" or None for the create that just committed."""
+        """ "drop", "502" or None for the create that just committed."""
         with self._lock:
             if self._drops:
                 self._drops -= 1
@@ -143,9 +145,15 @@ class Faults:
     # ----- control API ------------------------------------------------
 
     _SETTABLE = (
-        "latency", "graph_concurrency_limit", "graph_request_budget",
-        "graph_budget_period", "inloox_concurrency", "delta_duplicates",
-        "delta_empty_pages", "page_size_extra", "create_response",
+        "latency",
+        "graph_concurrency_limit",
+        "graph_request_budget",
+        "graph_budget_period",
+        "inloox_concurrency",
+        "delta_duplicates",
+        "delta_empty_pages",
+        "page_size_extra",
+        "create_response",
         "device_login_user",
     )
 
@@ -221,7 +229,8 @@ class Stats:
         """Requests matching every given part of (service, method, kind, status)."""
         wanted = (service, method, kind, status)
         return sum(
-            n for key, n in self.requests.items()
+            n
+            for key, n in self.requests.items()
             if all(w is None or w == k for w, k in zip(wanted, key, strict=True))
         )
 

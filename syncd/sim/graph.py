@@ -68,12 +68,22 @@ class _Target:
 
 class GraphError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: list[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__(message)
         self.response = json_response(
-            status, {"error": {"code": code, "message": message,
-                               "innerError": {"request-id": secrets.token_hex(16)}}},
+            status,
+            {
+                "error": {
+                    "code": code,
+                    "message": message,
+                    "innerError": {"request-id": secrets.token_hex(16)},
+                }
+            },
             headers,
         )
 
@@ -95,15 +105,21 @@ class Graph:
             response = await self._handle(request)
         except GraphError as error:
             response = error.response
-        self._sim.update_stats(lambda s: s.requests.update(
-            [("graph", request.method, kind, response.status)]))
+        self._sim.update_stats(
+            lambda s: s.requests.update(
+                [("graph", request.method, kind, response.status)]
+            )
+        )
         return response
 
     async def _handle(self, request: Request) -> Response:
         grant = self._sim.identity.check(request.header("authorization"))
         if grant is None:
-            raise GraphError(401, "InvalidAuthenticationToken",
-                             "Access token is empty, invalid or expired.")
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token is empty, invalid or expired.",
+            )
         target = self._target(request, grant)
         if not target.immutable:
             self._sim.update_stats(_count_without_immutable)
@@ -116,10 +132,12 @@ class Graph:
             continuation = "$skiptoken" in request.query
             failure = self._sim.faults.take_graph_failure(continuation)
             if failure is not None:
-                raise GraphError(failure.status, "ServiceUnavailable" if failure.status
-                                 == 503 else "GatewayTimeout",
-                                 "The service is temporarily unavailable.",
-                                 [("Retry-After", "1")])
+                raise GraphError(
+                    failure.status,
+                    "ServiceUnavailable" if failure.status == 503 else "GatewayTimeout",
+                    "The service is temporarily unavailable.",
+                    [("Retry-After", "1")],
+                )
             return self._route(request, target)
         finally:
             self._leave(target.mailbox)
@@ -130,24 +148,39 @@ class Graph:
         parts = [unquote(p) for p in request.path.split("/")[2:]]
         if parts[:1] == ["me"]:
             if grant.mailbox is None:
-                raise GraphError(400, "BadRequest", "/me request is only valid with "
-                                 "delegated authentication flow.")
+                raise GraphError(
+                    400,
+                    "BadRequest",
+                    "/me request is only valid with delegated authentication flow.",
+                )
             mailbox, prefix, rest = grant.mailbox, "me", parts[1:]
         elif parts[:1] == ["users"] and len(parts) >= 2:
-            mailbox, prefix, rest = parts[1], f"users/{quote(parts[1], safe='@')}", parts[2:]
+            mailbox, prefix, rest = (
+                parts[1],
+                f"users/{quote(parts[1], safe='@')}",
+                parts[2:],
+            )
             if grant.mailbox is not None and grant.mailbox.lower() != mailbox.lower():
                 raise GraphError(403, "ErrorAccessDenied", "Access is denied.")
         else:
-            raise GraphError(400, "BadRequest", f"Resource not found for {request.path}")
+            raise GraphError(
+                400, "BadRequest", f"Resource not found for {request.path}"
+            )
         if not self._sim.has_mailbox(mailbox):
-            raise GraphError(404, "ErrorInvalidUser",
-                             f"The requested user '{mailbox}' is invalid.")
+            raise GraphError(
+                404, "ErrorInvalidUser", f"The requested user '{mailbox}' is invalid."
+            )
         prefer = _prefer(request.header("prefer"))
-        page_size = _int(prefer.get("odata.maxpagesize"), self._sim.scenario.settings.page_size)
+        page_size = _int(
+            prefer.get("odata.maxpagesize"), self._sim.scenario.settings.page_size
+        )
         return _Target(
-            mailbox=mailbox.lower(), prefix=prefix, rest=rest,
+            mailbox=mailbox.lower(),
+            prefix=prefix,
+            rest=rest,
             immutable=prefer.get("idtype", "").strip('"').lower() == "immutableid",
-            page_size=max(1, page_size), base_url=request.base_url,
+            page_size=max(1, page_size),
+            base_url=request.base_url,
         )
 
     def _throttle(self, mailbox: str) -> None:
@@ -155,8 +188,10 @@ class Graph:
         injected = faults.take_graph_throttle()
         if injected is not None:
             self._sim.update_stats(_count_throttled)
-            raise _throttled(injected.retry_after, "Application is over its "
-                             "MailboxConcurrency limit.")
+            raise _throttled(
+                injected.retry_after,
+                "Application is over its MailboxConcurrency limit.",
+            )
         now = time.monotonic()
         with self._lock:
             recent = self._recent[mailbox]
@@ -165,8 +200,10 @@ class Graph:
             if len(recent) >= faults.graph_request_budget:
                 wait = recent[0] + faults.graph_budget_period - now
                 self._sim.update_stats(_count_throttled)
-                raise _throttled(max(1, int(wait) + 1), "Application is over its "
-                                 "MailboxRequests limit.")
+                raise _throttled(
+                    max(1, int(wait) + 1),
+                    "Application is over its MailboxRequests limit.",
+                )
             recent.append(now)
 
     def _enter(self, mailbox: str) -> None:
@@ -179,7 +216,8 @@ class Graph:
 
         def record(stats: Any) -> None:
             stats.max_concurrent[mailbox] = max(
-                stats.max_concurrent.get(mailbox, 0), attempted)
+                stats.max_concurrent.get(mailbox, 0), attempted
+            )
             if over:
                 stats.throttled += 1
 
@@ -208,19 +246,29 @@ class Graph:
         try:
             event = calendar.get(event_id)
         except EventNotFound:
-            raise GraphError(404, "ErrorItemNotFound",
-                             "The specified object was not found in the store.") from None
-        body = {"@odata.context": f"{target.base_url}/v1.0/$metadata#users"
-                f"('{target.mailbox}')/events/$entity", **event}
+            raise GraphError(
+                404,
+                "ErrorItemNotFound",
+                "The specified object was not found in the store.",
+            ) from None
+        body = {
+            "@odata.context": f"{target.base_url}/v1.0/$metadata#users"
+            f"('{target.mailbox}')/events/$entity",
+            **event,
+        }
         return json_response(200, _ids(body, calendar, target.immutable))
 
     def _delta(self, request: Request, target: _Target) -> Response:
         query = request.query
         forbidden = [p for p in _FORBIDDEN_ON_DELTA if p in query]
         if forbidden:
-            raise GraphError(400, "ErrorInvalidUrlQuery", "The following parameters "
-                             "are not supported with change tracking over the "
-                             f"'CalendarView' resource: '{', '.join(forbidden)}'.")
+            raise GraphError(
+                400,
+                "ErrorInvalidUrlQuery",
+                "The following parameters "
+                "are not supported with change tracking over the "
+                f"'CalendarView' resource: '{', '.join(forbidden)}'.",
+            )
         if "$skiptoken" in query:
             round_, position = self._page_state(query["$skiptoken"], target)
         elif "$deltatoken" in query:
@@ -235,8 +283,9 @@ class Graph:
         start = _window_param(query, "startDateTime")
         end = _window_param(query, "endDateTime")
         if end <= start:
-            raise GraphError(400, "ErrorInvalidParameter",
-                             "endDateTime must be after startDateTime.")
+            raise GraphError(
+                400, "ErrorInvalidParameter", "endDateTime must be after startDateTime."
+            )
         return self._cut_round(target.mailbox, start, end, None)
 
     def _round_from_delta(self, token: str, target: _Target) -> _Round:
@@ -253,7 +302,11 @@ class Graph:
         if self._sim.faults.delta_duplicates:
             items = items + [items[i] for i in range(3, len(items), 7)]
         return _Round(
-            mailbox=mailbox, start=start, end=end, items=items, watermark=watermark,
+            mailbox=mailbox,
+            start=start,
+            end=end,
+            items=items,
+            watermark=watermark,
             epoch=self._sim.faults.delta_epochs[mailbox],
             empty_pages=self._sim.faults.delta_empty_pages,
         )
@@ -269,23 +322,30 @@ class Graph:
         current = self._sim.faults.delta_epochs[mailbox]
         if state is None or state.epoch != current or state.mailbox != mailbox:
             code = self._sim.faults.expired_code(mailbox)
-            raise GraphError(410, code, "The sync state generation is not found or "
-                             "has expired; a full resync is required.")
+            raise GraphError(
+                410,
+                code,
+                "The sync state generation is not found or "
+                "has expired; a full resync is required.",
+            )
 
     def _page(self, round_: _Round, position: int, target: _Target) -> Response:
         calendar = self._sim.calendar(round_.mailbox)
-        body: JSON = {"@odata.context": f"{target.base_url}/v1.0/$metadata"
-                      "#Collection(event)"}
+        body: JSON = {
+            "@odata.context": f"{target.base_url}/v1.0/$metadata#Collection(event)"
+        }
         if position < 0:  # one of the round's empty pages
             value: list[JSON] = []
             following = position + 1
         else:
             size = target.page_size + self._sim.faults.page_size_extra
-            value = round_.items[position:position + size]
+            value = round_.items[position : position + size]
             following = position + size
         base = f"{target.base_url}/v1.0/{target.prefix}/calendarView/delta"
         if following < len(round_.items):
-            body["@odata.nextLink"] = f"{base}?$skiptoken={self._page_token(round_, following)}"
+            body["@odata.nextLink"] = (
+                f"{base}?$skiptoken={self._page_token(round_, following)}"
+            )
         else:
             body["@odata.deltaLink"] = f"{base}?$deltatoken={self._delta_token(round_)}"
         body["value"] = [_ids(item, calendar, target.immutable) for item in value]
@@ -302,8 +362,12 @@ class Graph:
             if not round_.delta_token:
                 round_.delta_token = secrets.token_urlsafe(24)
                 self._deltas[round_.delta_token] = _DeltaState(
-                    round_.mailbox, round_.start, round_.end, round_.watermark,
-                    round_.epoch)
+                    round_.mailbox,
+                    round_.start,
+                    round_.end,
+                    round_.watermark,
+                    round_.epoch,
+                )
             return round_.delta_token
 
 
@@ -335,18 +399,25 @@ def _int(value: str | None, default: int) -> int:
 def _window_param(query: dict[str, str], name: str) -> datetime:
     raw = query.get(name)
     if raw is None:
-        raise GraphError(400, "ErrorInvalidParameter",
-                         f"This request requires a time window specified by the query "
-                         f"string parameters StartDateTime and EndDateTime; {name} "
-                         "is missing.")
+        raise GraphError(
+            400,
+            "ErrorInvalidParameter",
+            f"This request requires a time window specified by the query "
+            f"string parameters StartDateTime and EndDateTime; {name} "
+            "is missing.",
+        )
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise GraphError(400, "ErrorInvalidParameter",
-                         f"The value of {name} is not a valid date and time.") from None
+        raise GraphError(
+            400,
+            "ErrorInvalidParameter",
+            f"The value of {name} is not a valid date and time.",
+        ) from None
     if moment.tzinfo is None:
-        raise GraphError(400, "ErrorInvalidParameter",
-                         f"{name} needs a time zone offset or Z.")
+        raise GraphError(
+            400, "ErrorInvalidParameter", f"{name} needs a time zone offset or Z."
+        )
     return moment
 
 
@@ -361,7 +432,9 @@ def _ids(item: JSON, calendar: Calendar, immutable: bool) -> JSON:
 
 
 def _throttled(retry_after: RetryAfter, message: str) -> GraphError:
-    return GraphError(429, "ApplicationThrottled", message, retry_after_header(retry_after))
+    return GraphError(
+        429, "ApplicationThrottled", message, retry_after_header(retry_after)
+    )
 
 
 def _count_without_immutable(stats: Any) -> None:

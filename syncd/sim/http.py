@@ -9,6 +9,7 @@ them overlap.  h11 does the HTTP framing; everything else is plain asyncio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import Awaitable, Callable
@@ -127,10 +128,8 @@ class HttpsServer:
 
 
 def _close_quietly(writer: asyncio.StreamWriter) -> None:
-    try:
+    with contextlib.suppress(ConnectionError, RuntimeError, ssl.SSLError):
         writer.close()
-    except (ConnectionError, RuntimeError, ssl.SSLError):
-        pass
 
 
 class _Connection:
@@ -221,10 +220,7 @@ class _Connection:
         await self._writer.drain()
 
     def _next_cycle(self) -> bool:
-        if (
-            self._h11.our_state is h11.DONE
-            and self._h11.their_state is h11.DONE
-        ):
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
             return True
         return False

@@ -22,7 +22,7 @@ from syncd.sim.scenario import Scenario
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
-_RESERVED_SCOPES = {"openid", "profile", "offline_access"}
+_DISCOVERY = "/v2.0/.well-known/openid-configuration"
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,7 @@ class Identity:
         if tenant == "common" and rest == "discovery/instance":
             return self._instance_discovery(request, base_url)
         if tenant != self._scenario.tenant_id:
-            return _error(400, "invalid_tenant", 90002,
-                          f"Tenant '{tenant}' not found.")
+            return _error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
         authority = f"{base_url}/{tenant}"
         if request.method == "GET" and rest == "v2.0/.well-known/openid-configuration":
             return json_response(200, self._openid_configuration(authority))
@@ -115,51 +114,82 @@ class Identity:
             "id_token_signing_alg_values_supported": ["RS256"],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
             "token_endpoint_auth_methods_supported": [
-                "client_secret_post", "private_key_jwt", "client_secret_basic"],
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
             "tenant_region_scope": "EU",
         }
 
     def _instance_discovery(self, request: Request, base_url: str) -> Response:
         host = base_url.removeprefix("https://")
         tenant = self._scenario.tenant_id
-        return json_response(200, {
-            "tenant_discovery_endpoint":
-                f"{base_url}/{tenant}/v2.0/.well-known/openid-configuration",
-            "api-version": "1.1",
-            "metadata": [{"preferred_network": host, "preferred_cache": host,
-                          "aliases": [host]}],
-        })
+        return json_response(
+            200,
+            {
+                "tenant_discovery_endpoint": f"{base_url}/{tenant}{_DISCOVERY}",
+                "api-version": "1.1",
+                "metadata": [
+                    {
+                        "preferred_network": host,
+                        "preferred_cache": host,
+                        "aliases": [host],
+                    }
+                ],
+            },
+        )
 
     # ----- token endpoint ---------------------------------------------
 
     def _token(self, form: dict[str, str], authority: str) -> Response:
         grant_type = form.get("grant_type", "")
         if form.get("client_id") != self._scenario.client_id:
-            return _error(400, "unauthorized_client", 700016,
-                          "Application was not found in the directory.")
+            return _error(
+                400,
+                "unauthorized_client",
+                700016,
+                "Application was not found in the directory.",
+            )
         if grant_type == "client_credentials":
             return self._client_credentials(form)
         if grant_type == DEVICE_CODE_GRANT:
             return self._device_grant(form, authority)
         if grant_type == "refresh_token":
             return self._refresh_grant(form, authority)
-        return _error(400, "unsupported_grant_type", 70003,
-                      f"The grant type '{grant_type}' is not supported.")
+        return _error(
+            400,
+            "unsupported_grant_type",
+            70003,
+            f"The grant type '{grant_type}' is not supported.",
+        )
 
     def _client_credentials(self, form: dict[str, str]) -> Response:
         secret_ok = form.get("client_secret") == self._scenario.client_secret
         if not secret_ok or self._faults.client_secret_rejected:
-            return _error(401, "invalid_client", 7000215,
-                          "Invalid client secret provided. Ensure the secret being "
-                          "sent in the request is the client secret value.")
+            return _error(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being "
+                "sent in the request is the client secret value.",
+            )
         if not form.get("scope", "").endswith("/.default"):
-            return _error(400, "invalid_scope", 1002012,
-                          "The scope provided must end in /.default.")
+            return _error(
+                400,
+                "invalid_scope",
+                1002012,
+                "The scope provided must end in /.default.",
+            )
         token, lifetime = self._issue(form["client_id"], None, "client_credentials")
-        return json_response(200, {
-            "token_type": "Bearer", "expires_in": lifetime,
-            "ext_expires_in": lifetime, "access_token": token,
-        })
+        return json_response(
+            200,
+            {
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": token,
+            },
+        )
 
     def _device_grant(self, form: dict[str, str], authority: str) -> Response:
         with self._lock:
@@ -170,23 +200,33 @@ class Identity:
                 return _error(400, "expired_token", 70020, "The device code expired.")
             flow.polls += 1
             if flow.polls == 1:
-                return _error(400, "authorization_pending", 70016,
-                              "OAuth 2.0 device flow error. Authorization is pending.")
+                return _error(
+                    400,
+                    "authorization_pending",
+                    70016,
+                    "OAuth 2.0 device flow error. Authorization is pending.",
+                )
             del self._devices[form["device_code"]]
         mailbox = self._faults.device_login_user or self._scenario.users[0].mailbox
-        return self._user_tokens(flow.client_id, mailbox, flow.scope, authority,
-                                 "device_code")
+        return self._user_tokens(
+            flow.client_id, mailbox, flow.scope, authority, "device_code"
+        )
 
     def _refresh_grant(self, form: dict[str, str], authority: str) -> Response:
         self._apply_revocations()
         with self._lock:
             stored = self._refresh.pop(form.get("refresh_token", ""), None)
         if stored is None:
-            return _error(400, "invalid_grant", 700082,
-                          "The refresh token has expired or been revoked.")
+            return _error(
+                400,
+                "invalid_grant",
+                700082,
+                "The refresh token has expired or been revoked.",
+            )
         scope = form.get("scope") or stored.scope
-        return self._user_tokens(stored.client_id, stored.mailbox, scope, authority,
-                                 "refresh_token")
+        return self._user_tokens(
+            stored.client_id, stored.mailbox, scope, authority, "refresh_token"
+        )
 
     def _apply_revocations(self) -> None:
         revoked = self._faults.take_revocations()
@@ -204,19 +244,30 @@ class Identity:
         refresh = secrets.token_urlsafe(48)
         with self._lock:
             self._refresh[refresh] = _RefreshToken(client_id, mailbox, scope)
-        return json_response(200, {
-            "token_type": "Bearer",
-            "scope": scope,
-            "expires_in": lifetime,
-            "ext_expires_in": lifetime,
-            "access_token": token,
-            "refresh_token": refresh,
-            "id_token": self._id_token(client_id, mailbox, authority),
-            "client_info": _b64(json.dumps(
-                {"uid": user_object_id(mailbox), "utid": self._scenario.tenant_id})),
-        })
+        return json_response(
+            200,
+            {
+                "token_type": "Bearer",
+                "scope": scope,
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": token,
+                "refresh_token": refresh,
+                "id_token": self._id_token(client_id, mailbox, authority),
+                "client_info": _b64(
+                    json.dumps(
+                        {
+                            "uid": user_object_id(mailbox),
+                            "utid": self._scenario.tenant_id,
+                        }
+                    )
+                ),
+            },
+        )
 
-    def _issue(self, client_id: str, mailbox: str | None, grant: str) -> tuple[str, int]:
+    def _issue(
+        self, client_id: str, mailbox: str | None, grant: str
+    ) -> tuple[str, int]:
         lifetime = self._scenario.settings.token_lifetime
         token = "eyJ0eXAiOiJKV1QiLCJzaW0iOnRydWV9." + secrets.token_urlsafe(48)
         expires = self._clock() + timedelta(seconds=lifetime)
@@ -229,10 +280,15 @@ class Identity:
         now = int(self._clock().timestamp())
         user = self._scenario.user(mailbox)
         claims = {
-            "iss": f"{authority}/v2.0", "aud": client_id,
-            "sub": user_object_id(mailbox), "oid": user_object_id(mailbox),
-            "tid": self._scenario.tenant_id, "preferred_username": mailbox,
-            "name": user.name, "iat": now, "nbf": now,
+            "iss": f"{authority}/v2.0",
+            "aud": client_id,
+            "sub": user_object_id(mailbox),
+            "oid": user_object_id(mailbox),
+            "tid": self._scenario.tenant_id,
+            "preferred_username": mailbox,
+            "name": user.name,
+            "iat": now,
+            "nbf": now,
             "exp": now + self._scenario.settings.token_lifetime,
         }
         header = {"alg": "none", "typ": "JWT"}
@@ -242,25 +298,38 @@ class Identity:
 
     def _device_code(self, form: dict[str, str], base_url: str) -> Response:
         if form.get("client_id") != self._scenario.client_id:
-            return _error(400, "unauthorized_client", 700016,
-                          "Application was not found in the directory.")
+            return _error(
+                400,
+                "unauthorized_client",
+                700016,
+                "Application was not found in the directory.",
+            )
         device_code = secrets.token_urlsafe(32)
         user_code = secrets.token_hex(4).upper()
         lifetime = 900
         with self._lock:
             self._devices[device_code] = _DeviceFlow(
-                form["client_id"], form.get("scope", ""), user_code,
+                form["client_id"],
+                form.get("scope", ""),
+                user_code,
                 self._clock() + timedelta(seconds=lifetime),
             )
         uri = f"{base_url}/devicelogin"
-        return json_response(200, {
-            "device_code": device_code, "user_code": user_code,
-            "verification_uri": uri, "expires_in": lifetime,
-            "interval": self._scenario.settings.device_code_interval,
-            "message": (f"To sign in, use a web browser to open the page {uri} and "
-                        f"enter the code {user_code} to authenticate. (The "
-                        "simulator approves it by itself.)"),
-        })
+        return json_response(
+            200,
+            {
+                "device_code": device_code,
+                "user_code": user_code,
+                "verification_uri": uri,
+                "expires_in": lifetime,
+                "interval": self._scenario.settings.device_code_interval,
+                "message": (
+                    f"To sign in, use a web browser to open the page {uri} and "
+                    f"enter the code {user_code} to authenticate. (The "
+                    "simulator approves it by itself.)"
+                ),
+            },
+        )
 
 
 def user_object_id(mailbox: str) -> str:
@@ -273,11 +342,14 @@ def _b64(text: str) -> str:
 
 def _error(status: int, error: str, code: int, description: str) -> Response:
     trace = str(uuid.uuid4())
-    return json_response(status, {
-        "error": error,
-        "error_description": f"AADSTS{code}: {description} Trace ID: {trace}",
-        "error_codes": [code],
-        "timestamp": "",
-        "trace_id": trace,
-        "correlation_id": str(uuid.uuid4()),
-    })
+    return json_response(
+        status,
+        {
+            "error": error,
+            "error_description": f"AADSTS{code}: {description} Trace ID: {trace}",
+            "error_codes": [code],
+            "timestamp": "",
+            "trace_id": trace,
+            "correlation_id": str(uuid.uuid4()),
+        },
+    )

@@ -25,24 +25,44 @@ if TYPE_CHECKING:
 JSON = dict[str, Any]
 BOOKED_CATEGORY = "InLoox"
 TIME_ENTRY_FIELDS = {
-    "TimeEntryId", "ProjectId", "TaskItemId", "StartDateTime", "EndDateTime",
-    "DurationMinutes", "DisplayName", "Description", "PerformedByContactId",
-    "IsBilled", "CreatedDateTime", "ChangedDateTime",
+    "TimeEntryId",
+    "ProjectId",
+    "TaskItemId",
+    "StartDateTime",
+    "EndDateTime",
+    "DurationMinutes",
+    "DisplayName",
+    "Description",
+    "PerformedByContactId",
+    "IsBilled",
+    "CreatedDateTime",
+    "ChangedDateTime",
 }
 PROJECT_FIELDS = {"ProjectId", "Name", "Number"}
-_PATCHABLE = {"ProjectId", "TaskItemId", "StartDateTime", "EndDateTime",
-              "DisplayName", "Description", "DurationMinutes"}
+_PATCHABLE = {
+    "ProjectId",
+    "TaskItemId",
+    "StartDateTime",
+    "EndDateTime",
+    "DisplayName",
+    "Description",
+    "DurationMinutes",
+}
 _ENTITY_KEY = re.compile(r"^(TimeEntry|Project)\((?:guid')?([0-9a-fA-F-]{36})'?\)$")
 
 
 class InLooxError(Exception):
     def __init__(
-        self, status: int, code: str, message: str,
+        self,
+        status: int,
+        code: str,
+        message: str,
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__(message)
         self.response = json_response(
-            status, {"error": {"code": code, "message": message}}, headers)
+            status, {"error": {"code": code, "message": message}}, headers
+        )
 
 
 def instant(moment: datetime) -> str:
@@ -66,8 +86,11 @@ class InLoox:
 
     def entries(self, contact_id: str | None = None) -> list[JSON]:
         with self._lock:
-            return [dict(e) for e in self._entries.values()
-                    if contact_id is None or e["PerformedByContactId"] == contact_id]
+            return [
+                dict(e)
+                for e in self._entries.values()
+                if contact_id is None or e["PerformedByContactId"] == contact_id
+            ]
 
     def set_billed(self, entry_id: str, billed: bool) -> None:
         with self._lock:
@@ -84,8 +107,9 @@ class InLoox:
         except ODataError as error:
             response = InLooxError(400, "BadRequest", str(error)).response
         status = 0 if response.drop else response.status
-        self._sim.update_stats(lambda s: s.requests.update(
-            [("inloox", request.method, kind, status)]))
+        self._sim.update_stats(
+            lambda s: s.requests.update([("inloox", request.method, kind, status)])
+        )
         return response
 
     async def _handle(self, request: Request) -> Response:
@@ -108,8 +132,12 @@ class InLoox:
         for user in self._sim.scenario.users:
             if key and key == user.api_key:
                 return user
-        raise InLooxError(401, "Unauthorized", "A valid personal access token is "
-                          "required (x-api-key or Authorization: Bearer).")
+        raise InLooxError(
+            401,
+            "Unauthorized",
+            "A valid personal access token is "
+            "required (x-api-key or Authorization: Bearer).",
+        )
 
     def _throttle(self) -> None:
         injected = self._sim.faults.take_inloox_throttle()
@@ -122,8 +150,12 @@ class InLoox:
             with self._lock:
                 self._in_flight -= 1
             retry: RetryAfter = injected.retry_after if injected else 1
-            raise InLooxError(429, "TooManyRequests", "Too many concurrent requests.",
-                              retry_after_header(retry))
+            raise InLooxError(
+                429,
+                "TooManyRequests",
+                "Too many concurrent requests.",
+                retry_after_header(retry),
+            )
 
     # ----- routes -----------------------------------------------------
 
@@ -131,7 +163,9 @@ class InLoox:
         path = request.path.removeprefix("/odata").strip("/")
         method = request.method
         if path == "TimeEntry" and method == "GET":
-            return self._list(request, self._visible(user), TIME_ENTRY_FIELDS, "TimeEntry")
+            return self._list(
+                request, self._visible(user), TIME_ENTRY_FIELDS, "TimeEntry"
+            )
         if path == "TimeEntry" and method == "POST":
             return self._create_manual(request, user)
         if path == "TimeEntry/CreateTimeEntryFromGraphEvent" and method == "POST":
@@ -144,11 +178,19 @@ class InLoox:
         if match and match[1] == "TimeEntry":
             return self._entity(request, user, match[2].lower())
         if path == "" and method == "GET":
-            return json_response(200, {"@odata.context": f"{request.base_url}/odata/"
-                                       "$metadata", "value": [
-                {"name": "TimeEntry", "kind": "EntitySet", "url": "TimeEntry"},
-                {"name": "Project", "kind": "EntitySet", "url": "Project"}]})
-        raise InLooxError(404, "NotFound", f"No resource {request.method} {request.path}.")
+            return json_response(
+                200,
+                {
+                    "@odata.context": f"{request.base_url}/odata/$metadata",
+                    "value": [
+                        {"name": "TimeEntry", "kind": "EntitySet", "url": "TimeEntry"},
+                        {"name": "Project", "kind": "EntitySet", "url": "Project"},
+                    ],
+                },
+            )
+        raise InLooxError(
+            404, "NotFound", f"No resource {request.method} {request.path}."
+        )
 
     def _visible(self, user: User) -> list[JSON]:
         return self.entries(user.contact_id)
@@ -157,7 +199,9 @@ class InLoox:
         self, request: Request, entities: list[JSON], fields: set[str], name: str
     ) -> Response:
         body = query(
-            entities, request.query, fields=fields,
+            entities,
+            request.query,
+            fields=fields,
             page_size=self._sim.scenario.settings.inloox_page_size,
             context=f"{request.base_url}/odata/$metadata#{name}",
             link_base=f"{request.base_url}/odata/{name}",
@@ -191,8 +235,9 @@ class InLoox:
         self._refuse_billed(entry)
         refused = set(changes) - _PATCHABLE
         if refused:
-            raise InLooxError(400, "BadRequest",
-                              f"Properties cannot be changed: {sorted(refused)}.")
+            raise InLooxError(
+                400, "BadRequest", f"Properties cannot be changed: {sorted(refused)}."
+            )
         updated = {**entry, **changes}
         if "ProjectId" in changes:
             self._require_project(str(changes["ProjectId"]))
@@ -201,7 +246,9 @@ class InLoox:
         if "StartDateTime" in changes:
             self._check_backdating(start)
         updated.update(_times(start, end))
-        if "DurationMinutes" in changes and not {"StartDateTime", "EndDateTime"} & set(changes):
+        if "DurationMinutes" in changes and not {"StartDateTime", "EndDateTime"} & set(
+            changes
+        ):
             updated["DurationMinutes"] = int(changes["DurationMinutes"])
         updated["ChangedDateTime"] = instant(self._sim.clock())
         entry.update(updated)
@@ -212,22 +259,33 @@ class InLoox:
 
     def _refuse_billed(self, entry: JSON) -> None:
         if entry["IsBilled"]:
-            raise InLooxError(409, "TimeEntryBilled",
-                              f"TimeEntry {entry['TimeEntryId']} is billed and cannot "
-                              "be changed or deleted.")
+            raise InLooxError(
+                409,
+                "TimeEntryBilled",
+                f"TimeEntry {entry['TimeEntryId']} is billed and cannot "
+                "be changed or deleted.",
+            )
 
     # ----- creating ---------------------------------------------------
 
     def _create_manual(self, request: Request, user: User) -> Response:
         body = _json_body(request)
-        missing = [k for k in ("ProjectId", "StartDateTime", "EndDateTime") if not body.get(k)]
+        missing = [
+            k for k in ("ProjectId", "StartDateTime", "EndDateTime") if not body.get(k)
+        ]
         if missing:
             raise InLooxError(400, "BadRequest", f"Missing properties: {missing}.")
         start = _parse_instant(body["StartDateTime"], "StartDateTime")
         end = _parse_instant(body["EndDateTime"], "EndDateTime")
-        entry = self._commit(user, str(body["ProjectId"]), body.get("TaskItemId"),
-                             start, end, str(body.get("DisplayName", "")),
-                             str(body.get("Description", "")))
+        entry = self._commit(
+            user,
+            str(body["ProjectId"]),
+            body.get("TaskItemId"),
+            start,
+            end,
+            str(body.get("DisplayName", "")),
+            str(body.get("Description", "")),
+        )
         return self._created(entry, request, "entity201")
 
     def _create_from_event(self, request: Request, user: User) -> Response:
@@ -237,16 +295,29 @@ class InLoox:
             raise InLooxError(400, "BadRequest", f"Missing parameters: {missing}.")
         mailbox = str(body["mailbox"])
         if mailbox.lower() != user.mailbox.lower():
-            raise InLooxError(403, "Forbidden", "This token may not book for "
-                              f"mailbox {mailbox}.")
+            raise InLooxError(
+                403, "Forbidden", f"This token may not book for mailbox {mailbox}."
+            )
         event = self._read_event(mailbox, str(body["eventId"]))
         start = _graph_instant(event["start"])
         end = _graph_instant(event["end"])
-        entry = self._commit(user, str(body["projectId"]), body.get("taskItemId"),
-                             start, end, str(event.get("subject") or ""), "")
+        entry = self._commit(
+            user,
+            str(body["projectId"]),
+            body.get("taskItemId"),
+            start,
+            end,
+            str(event.get("subject") or ""),
+            "",
+        )
         if body.get("tagEvent"):
-            self._sim.calendar(mailbox).add_category(str(body["eventId"]), BOOKED_CATEGORY)
-        mode = self._sim.faults.create_response or self._sim.scenario.settings.create_response
+            self._sim.calendar(mailbox).add_category(
+                str(body["eventId"]), BOOKED_CATEGORY
+            )
+        mode = (
+            self._sim.faults.create_response
+            or self._sim.scenario.settings.create_response
+        )
         return self._created(entry, request, mode)
 
     def _read_event(self, mailbox: str, event_id: str) -> JSON:
@@ -255,12 +326,19 @@ class InLoox:
         try:
             return self._sim.calendar(mailbox).get(event_id)
         except EventNotFound:
-            raise InLooxError(404, "EventNotFound",
-                              "The event was not found in the calendar.") from None
+            raise InLooxError(
+                404, "EventNotFound", "The event was not found in the calendar."
+            ) from None
 
     def _commit(
-        self, user: User, project_id: str, task_id: Any, start: datetime,
-        end: datetime, name: str, description: str,
+        self,
+        user: User,
+        project_id: str,
+        task_id: Any,
+        start: datetime,
+        end: datetime,
+        name: str,
+        description: str,
     ) -> JSON:
         self._require_project(project_id)
         self._check_backdating(start)
@@ -292,21 +370,33 @@ class InLoox:
             raise InLooxError(502, "BadGateway", "The upstream server did not answer.")
         if mode == "empty204":
             return empty_response(204)
-        location = [("Location", f"{request.base_url}/odata/TimeEntry("
-                     f"{entry['TimeEntryId']})")]
-        return json_response(200 if mode == "entity200" else 201, {
-            "@odata.context": f"{request.base_url}/odata/$metadata#TimeEntry/$entity",
-            **entry}, location)
+        location = [
+            ("Location", f"{request.base_url}/odata/TimeEntry({entry['TimeEntryId']})")
+        ]
+        context = f"{request.base_url}/odata"
+        return json_response(
+            200 if mode == "entity200" else 201,
+            {
+                "@odata.context": f"{context}/$metadata#TimeEntry/$entity",
+                **entry,
+            },
+            location,
+        )
 
     def _require_project(self, project_id: str) -> None:
-        if not any(p["ProjectId"].lower() == project_id.lower() for p in self._projects):
-            raise InLooxError(404, "ProjectNotFound", f"Project {project_id} not found.")
+        if not any(
+            p["ProjectId"].lower() == project_id.lower() for p in self._projects
+        ):
+            raise InLooxError(
+                404, "ProjectNotFound", f"Project {project_id} not found."
+            )
 
     def _check_backdating(self, start: datetime) -> None:
         days = self._sim.scenario.settings.backdating_days
         if start < self._sim.clock() - timedelta(days=days):
-            raise InLooxError(422, "TimeEntryTooOld", "Time can be booked at most "
-                              f"{days} days back.")
+            raise InLooxError(
+                422, "TimeEntryTooOld", f"Time can be booked at most {days} days back."
+            )
 
     def _count_write(self, *, create: bool) -> None:
         def change(stats: Stats) -> None:
@@ -351,7 +441,9 @@ def _parse_instant(value: Any, name: str) -> datetime:
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        raise InLooxError(400, "BadRequest", f"{name} is not a date and time.") from None
+        raise InLooxError(
+            400, "BadRequest", f"{name} is not a date and time."
+        ) from None
     if moment.tzinfo is None:
         raise InLooxError(400, "BadRequest", f"{name} needs Z or an offset.")
     return moment.astimezone(UTC)

@@ -13,24 +13,31 @@ from urllib.parse import urlencode
 JSON = dict[str, Any]
 Predicate = Callable[[JSON], bool]
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     \s*(?:
       (?P<string>'(?:[^']|'')*')
-    | (?P<guid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})
-    | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2}))
+    | (?P<guid>[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})
+    | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?
+                   (?:Z|[+-]\d{2}:\d{2}))
     | (?P<number>-?\d+(?:\.\d+)?)
     | (?P<paren>[()])
     | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
-    )""", re.VERBOSE)
-_COMPARISONS = {
-    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b,
+    )""",
+    re.VERBOSE,
+)
+_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
     "gt": lambda a, b: a is not None and b is not None and a > b,
     "ge": lambda a, b: a is not None and b is not None and a >= b,
     "lt": lambda a, b: a is not None and b is not None and a < b,
     "le": lambda a, b: a is not None and b is not None and a <= b,
 }
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
+_INSTANT = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$"
+)
 
 
 class ODataError(ValueError):
@@ -199,9 +206,9 @@ def query(
         selected = [e for e in selected if predicate(e)]
     selected = _ordered(selected, options.get("$orderby", ""), fields)
     total = len(selected)
-    skip = _non_negative(options, "$skip", 0)
-    top = _non_negative(options, "$top", None)
-    remaining = selected[skip:] if top is None else selected[skip:skip + top]
+    skip = _non_negative(options, "$skip") or 0
+    top = _non_negative(options, "$top")
+    remaining = selected[skip:] if top is None else selected[skip : skip + top]
     page = remaining[:page_size]
     body: JSON = {"@odata.context": context}
     if options.get("$count", "").lower() == "true":
@@ -226,8 +233,12 @@ def _ordered(entities: list[JSON], orderby: str, fields: set[str]) -> list[JSON]
         descending = len(clause) == 2 and clause[1].lower() == "desc"
         if len(clause) == 2 and clause[1].lower() not in ("asc", "desc"):
             raise ODataError(f"cannot order by '{' '.join(clause)}'")
-        result.sort(key=lambda e, n=name: _sort_key(e.get(n)), reverse=descending)
+        result.sort(key=_sort_key_of(name), reverse=descending)
     return result
+
+
+def _sort_key_of(name: str) -> Callable[[JSON], tuple[int, Any]]:
+    return lambda entity: _sort_key(entity.get(name))
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
@@ -249,10 +260,10 @@ def _selected(entity: JSON, select: str, fields: set[str]) -> JSON:
     return {n: entity.get(n) for n in names}
 
 
-def _non_negative(options: dict[str, str], name: str, default: int | None) -> int | None:
+def _non_negative(options: dict[str, str], name: str) -> int | None:
     raw = options.get(name)
     if raw is None:
-        return default
+        return None
     if not raw.isdigit():
         raise ODataError(f"{name} must be a non-negative integer")
     return int(raw)

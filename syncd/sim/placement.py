@@ -37,14 +37,24 @@ def _place(
     created: datetime,
 ) -> str:
     zone = spec.timezone or scenario.user(spec.organizer).timezone
-    start, end = _moments(spec, spec.day, spec.end_day, spec.start, spec.end, anchor, zone)
+    start, end = _moments(
+        spec, spec.day, spec.end_day, spec.start, spec.end, anchor, zone
+    )
     values = _values(spec, scenario, user)
-    common: JSON = {"subject": values.pop("subject"), "start": start, "end": end,
-                    "time_zone": zone, "is_all_day": spec.all_day, "created": created}
+    common: JSON = {
+        "subject": values.pop("subject"),
+        "start": start,
+        "end": end,
+        "time_zone": zone,
+        "is_all_day": spec.all_day,
+        "created": created,
+    }
     if spec.recurrence is None:
         return calendar.add_event(**common, **values)
     series_id = calendar.add_series(
-        **common, **values, days=spec.recurrence.days,
+        **common,
+        **values,
+        days=spec.recurrence.days,
         interval_weeks=spec.recurrence.interval_weeks,
         until=anchor + timedelta(days=spec.recurrence.until_day),
     )
@@ -60,27 +70,34 @@ def _apply_exceptions(
     zone: str,
     first: datetime | date,
 ) -> None:
-    clock_time = first.astimezone(ZoneInfo(zone)).time() if isinstance(
-        first, datetime) else time(0)
+    clock_time = (
+        first.astimezone(ZoneInfo(zone)).time()
+        if isinstance(first, datetime)
+        else time(0)
+    )
     for raw in spec.exceptions:
         day = int(raw["day"])
-        original = datetime.combine(anchor + timedelta(days=day), clock_time,
-                                    ZoneInfo(zone))
+        original = datetime.combine(
+            anchor + timedelta(days=day), clock_time, ZoneInfo(zone)
+        )
         occurrence_id = _occurrence_at(calendar, series_id, original)
         changes = {k: v for k, v in raw.items() if k not in ("day", "start", "end")}
         if "start" in raw:
             changes["start"], changes["end"] = _moments(
-                spec, day, day, _t(raw["start"]), _t(raw["end"]), anchor, zone)
+                spec, day, day, _t(raw["start"]), _t(raw["end"]), anchor, zone
+            )
         calendar.update_event(occurrence_id, **changes)
     for day in spec.deleted_days:
-        original = datetime.combine(anchor + timedelta(days=day), clock_time,
-                                    ZoneInfo(zone))
+        original = datetime.combine(
+            anchor + timedelta(days=day), clock_time, ZoneInfo(zone)
+        )
         calendar.delete_occurrence(series_id, original)
 
 
 def _occurrence_at(calendar: Calendar, series_id: str, original: datetime) -> str:
-    for event in calendar.view(original - timedelta(minutes=1),
-                               original + timedelta(minutes=1)):
+    for event in calendar.view(
+        original - timedelta(minutes=1), original + timedelta(minutes=1)
+    ):
         if event.get("seriesMasterId") == series_id:
             return str(event["id"])
     raise ValueError(f"series has no occurrence at {original.isoformat()}")
@@ -117,10 +134,15 @@ def _values(spec: EventSpec, scenario: Scenario, user: User) -> JSON:
 
 def _attendee(scenario: Scenario, key: str, spec: EventSpec) -> JSON:
     user = scenario.user(key)
-    response = spec.per_user.get(key, {}).get("response", spec.fields.get(
-        "response", "accepted"))
-    return {"address": user.mailbox, "name": user.name, "response": response,
-            "type": "required"}
+    response = spec.per_user.get(key, {}).get(
+        "response", spec.fields.get("response", "accepted")
+    )
+    return {
+        "address": user.mailbox,
+        "name": user.name,
+        "response": response,
+        "type": "required",
+    }
 
 
 def _t(value: Any) -> time:

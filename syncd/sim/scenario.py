@@ -16,8 +16,15 @@ from typing import Any
 
 import yaml
 
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
-            "sunday")
+WEEKDAYS = (
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+)
 _DAY_ALIASES = {name[:3]: name for name in WEEKDAYS}
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -207,8 +214,15 @@ def _project(raw: Any, index: int) -> Project:
 
 
 _EVENT_FIELDS = {
-    "categories", "show_as", "sensitivity", "response", "location",
-    "is_cancelled", "body", "attendees", "importance",
+    "categories",
+    "show_as",
+    "sensitivity",
+    "response",
+    "location",
+    "is_cancelled",
+    "body",
+    "attendees",
+    "importance",
 }
 
 
@@ -235,7 +249,9 @@ def _event(raw: Any, index: int, scenario: Scenario, keys: set[str]) -> EventSpe
         timezone=raw.get("timezone"),
         all_day=all_day,
         fields={k: v for k, v in raw.items() if k in _EVENT_FIELDS},
-        per_user={str(k).lower(): dict(v) for k, v in (raw.get("per_user") or {}).items()},
+        per_user={
+            str(k).lower(): dict(v) for k, v in (raw.get("per_user") or {}).items()
+        },
         recurrence=_recurrence(raw.get("recurrence"), where, day),
         exceptions=tuple(raw.get("exceptions", [])),
         deleted_days=tuple(int(d) for d in raw.get("deleted_days", [])),

@@ -44,19 +44,23 @@ class Simulator:
     loop.  Every method is safe to call from any thread.
     """
 
-    def __init__(self, scenario: Scenario | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self, scenario: Scenario | None = None, clock: Clock | None = None
+    ) -> None:
         self.scenario = scenario or load_scenario()
         self.clock: Clock = clock or _real_clock
         self.faults = Faults()
         self._stats = Stats()
         self._stats_lock = threading.Lock()
         self._calendars = {
-            u.mailbox.lower(): Calendar(u.mailbox, clock=self.clock,
-                                        seed=self.scenario.settings.id_seed)
+            u.mailbox.lower(): Calendar(
+                u.mailbox, clock=self.clock, seed=self.scenario.settings.id_seed
+            )
             for u in self.scenario.users
         }
         self._event_ids = place_scenario(
-            self.scenario, self._calendars, self.clock().date())
+            self.scenario, self._calendars, self.clock().date()
+        )
         self.identity = Identity(self.scenario, self.faults, self.clock)
         self.graph = Graph(self)
         self.inloox = InLoox(self)
@@ -78,7 +82,8 @@ class Simulator:
         ready = threading.Event()
         failure: list[BaseException] = []
         self._thread = threading.Thread(
-            target=self._run, args=(ready, failure), name="syncd-sim", daemon=True)
+            target=self._run, args=(ready, failure), name="syncd-sim", daemon=True
+        )
         self._thread.start()
         ready.wait(30)
         if failure:
@@ -181,7 +186,9 @@ class Simulator:
         """Write syncd.yaml, users.d/ and credentials/; returns syncd.yaml."""
         return write_config(self, Path(directory), ledger_url=ledger_url)
 
-    def config_env(self, directory: Path, *, include_secrets: bool = False) -> dict[str, str]:
+    def config_env(
+        self, directory: Path, *, include_secrets: bool = False
+    ) -> dict[str, str]:
         """Environment a syncd process needs for the config in ``directory``."""
         return config_env(self, Path(directory), include_secrets=include_secrets)
 
@@ -241,8 +248,15 @@ class Simulator:
             return await self._identity(request)
         except Exception:  # the simulator must answer, like a real server would
             log.exception("sim_handler_failed", path=path, method=request.method)
-            return json_response(500, {"error": {"code": "InternalServerError",
-                                                 "message": "simulator failure"}})
+            return json_response(
+                500,
+                {
+                    "error": {
+                        "code": "InternalServerError",
+                        "message": "simulator failure",
+                    }
+                },
+            )
 
     async def _identity(self, request: Request) -> Response:
         delay = self.faults.latency.get("identity", 0.0)
@@ -250,8 +264,11 @@ class Simulator:
             await asyncio.sleep(delay)
         response = self.identity.handle(request, request.base_url)
         kind = request.path.rstrip("/").rsplit("/", 1)[-1]
-        self.update_stats(lambda s: s.requests.update(
-            [("identity", request.method, kind, response.status)]))
+        self.update_stats(
+            lambda s: s.requests.update(
+                [("identity", request.method, kind, response.status)]
+            )
+        )
         return response
 
 

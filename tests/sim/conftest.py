@@ -34,8 +34,12 @@ def anchor(sim: Simulator) -> date:
 def app_token(sim: Simulator) -> str:
     response = httpx.post(
         f"{sim.authority}/oauth2/v2.0/token",
-        data={"grant_type": "client_credentials", "client_id": sim.client_id,
-              "client_secret": sim.client_secret, "scope": GRAPH_SCOPE},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": sim.client_id,
+            "client_secret": sim.client_secret,
+            "scope": GRAPH_SCOPE,
+        },
         verify=sim.ssl_context(),
     )
     response.raise_for_status()
@@ -52,8 +56,10 @@ def graph(sim: Simulator) -> Iterator[httpx.Client]:
 def delta_url(sim: Simulator, mailbox: str, start: date, days: int = 14) -> str:
     begin = datetime(start.year, start.month, start.day)
     end = begin + timedelta(days=days)
-    return (f"{sim.graph_url}/users/{mailbox}/calendarView/delta"
-            f"?startDateTime={begin.isoformat()}Z&endDateTime={end.isoformat()}Z")
+    return (
+        f"{sim.graph_url}/users/{mailbox}/calendarView/delta"
+        f"?startDateTime={begin.isoformat()}Z&endDateTime={end.isoformat()}Z"
+    )
 
 
 def whole_round(

@@ -22,16 +22,25 @@ def _requests_uses_verify(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
 
 
-def confidential(sim: Simulator, secret: str | None = None) -> msal.ConfidentialClientApplication:
+def confidential(
+    sim: Simulator, secret: str | None = None
+) -> msal.ConfidentialClientApplication:
     return msal.ConfidentialClientApplication(
-        sim.client_id, client_credential=secret or sim.client_secret,
-        authority=sim.authority, verify=str(sim.ca_path), instance_discovery=False)
+        sim.client_id,
+        client_credential=secret or sim.client_secret,
+        authority=sim.authority,
+        verify=str(sim.ca_path),
+        instance_discovery=False,
+    )
 
 
 def public(sim: Simulator) -> msal.PublicClientApplication:
     return msal.PublicClientApplication(
-        sim.client_id, authority=sim.authority, verify=str(sim.ca_path),
-        instance_discovery=False)
+        sim.client_id,
+        authority=sim.authority,
+        verify=str(sim.ca_path),
+        instance_discovery=False,
+    )
 
 
 def device_login(app: msal.PublicClientApplication) -> dict[str, object]:
@@ -47,7 +56,8 @@ def test_client_credentials_token_opens_graph(sim: Simulator) -> None:
     response = httpx.get(
         f"{sim.graph_url}/users/{BOB}/events/nope",
         headers={"Authorization": f"Bearer {result['access_token']}"},
-        verify=sim.ssl_context())
+        verify=sim.ssl_context(),
+    )
     assert result["token_type"] == "Bearer"
     assert result["expires_in"] == 3600
     assert response.json()["error"]["code"] == "ErrorItemNotFound"
@@ -56,7 +66,8 @@ def test_client_credentials_token_opens_graph(sim: Simulator) -> None:
 def test_wrong_client_secret_is_invalid_client(sim: Simulator) -> None:
     """A wrong secret answers invalid_client with AADSTS7000215."""
     result = confidential(sim, "not-the-secret").acquire_token_for_client(
-        scopes=[GRAPH_SCOPE])
+        scopes=[GRAPH_SCOPE]
+    )
 
     assert result["error"] == "invalid_client"
     assert result["error_codes"] == [7000215]
@@ -101,8 +112,9 @@ def test_silent_token_comes_from_cache_then_refreshes(sim: Simulator) -> None:
     account = app.get_accounts()[0]
 
     cached = app.acquire_token_silent([CALENDARS_READ], account=account)
-    refreshed = app.acquire_token_silent([CALENDARS_READ], account=account,
-                                         force_refresh=True)
+    refreshed = app.acquire_token_silent(
+        [CALENDARS_READ], account=account, force_refresh=True
+    )
 
     assert cached["token_source"] == "cache"
     assert refreshed["token_source"] == "identity_provider"
@@ -112,8 +124,12 @@ def test_silent_token_comes_from_cache_then_refreshes(sim: Simulator) -> None:
 def test_used_refresh_token_is_invalid_grant(sim: Simulator) -> None:
     """A refresh token works once: its rotation invalidates it."""
     first = device_login(public(sim))
-    form = {"grant_type": "refresh_token", "client_id": sim.client_id,
-            "refresh_token": first["refresh_token"], "scope": CALENDARS_READ}
+    form = {
+        "grant_type": "refresh_token",
+        "client_id": sim.client_id,
+        "refresh_token": first["refresh_token"],
+        "scope": CALENDARS_READ,
+    }
     url = f"{sim.authority}/oauth2/v2.0/token"
 
     once = httpx.post(url, data=form, verify=sim.ssl_context())
@@ -132,7 +148,8 @@ def test_revoked_refresh_tokens_fail_silent_refresh(sim: Simulator) -> None:
     sim.faults.revoke_refresh_tokens(ALICE)
 
     result = app.acquire_token_silent_with_error(
-        [CALENDARS_READ], account=app.get_accounts()[0], force_refresh=True)
+        [CALENDARS_READ], account=app.get_accounts()[0], force_refresh=True
+    )
 
     assert result is not None and result["error"] == "invalid_grant"
 
@@ -143,20 +160,23 @@ def test_delegated_token_reads_me(sim: Simulator) -> None:
 
     response = httpx.get(
         f"{sim.graph_url}/me/events/{sim.event_id(ALICE, 'lunch')}",
-        headers={"Authorization": f"Bearer {token}",
-                 "Prefer": 'IdType="ImmutableId"'},
-        verify=sim.ssl_context())
+        headers={"Authorization": f"Bearer {token}", "Prefer": 'IdType="ImmutableId"'},
+        verify=sim.ssl_context(),
+    )
 
     assert response.json()["subject"] == "Mittagessen mit Ümit"
 
 
 def test_openid_configuration_points_at_this_authority(sim: Simulator) -> None:
     """Discovery names the v2.0 token and device-code endpoints of the tenant."""
-    response = httpx.get(f"{sim.authority}/v2.0/.well-known/openid-configuration",
-                         verify=sim.ssl_context())
+    response = httpx.get(
+        f"{sim.authority}/v2.0/.well-known/openid-configuration",
+        verify=sim.ssl_context(),
+    )
 
     document = response.json()
     assert document["token_endpoint"] == f"{sim.authority}/oauth2/v2.0/token"
     assert document["device_authorization_endpoint"] == (
-        f"{sim.authority}/oauth2/v2.0/devicecode")
+        f"{sim.authority}/oauth2/v2.0/devicecode"
+    )
     assert document["issuer"] == f"{sim.authority}/v2.0"

@@ -19,28 +19,53 @@ ALICE_CONTACT = "a1c3e5f7-1111-4a2b-9c3d-5e7f9a1b3c5d"
 @pytest.fixture
 def inloox(sim: Simulator) -> Iterator[httpx.Client]:
     headers = {"x-api-key": sim.inloox_key(ALICE)}
-    with httpx.Client(base_url=sim.inloox_url + "/", verify=sim.ssl_context(),
-                      headers=headers, timeout=10) as client:
+    with httpx.Client(
+        base_url=sim.inloox_url + "/",
+        verify=sim.ssl_context(),
+        headers=headers,
+        timeout=10,
+    ) as client:
         yield client
 
 
-def book(client: httpx.Client, event_id: str, project: str = APOLLO,
-         tag: bool = True) -> httpx.Response:
-    return client.post("TimeEntry/CreateTimeEntryFromGraphEvent", json={
-        "eventId": event_id, "mailbox": ALICE, "projectId": project,
-        "taskItemId": None, "tagEvent": tag})
+def book(
+    client: httpx.Client, event_id: str, project: str = APOLLO, tag: bool = True
+) -> httpx.Response:
+    return client.post(
+        "TimeEntry/CreateTimeEntryFromGraphEvent",
+        json={
+            "eventId": event_id,
+            "mailbox": ALICE,
+            "projectId": project,
+            "taskItemId": None,
+            "tagEvent": tag,
+        },
+    )
 
 
-def manual(client: httpx.Client, start: datetime, minutes: int = 30,
-           name: str = "manual", project: str = APOLLO) -> httpx.Response:
-    return client.post("TimeEntry", json={
-        "ProjectId": project, "DisplayName": name,
-        "StartDateTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "EndDateTime": (start + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")})
+def manual(
+    client: httpx.Client,
+    start: datetime,
+    minutes: int = 30,
+    name: str = "manual",
+    project: str = APOLLO,
+) -> httpx.Response:
+    return client.post(
+        "TimeEntry",
+        json={
+            "ProjectId": project,
+            "DisplayName": name,
+            "StartDateTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "EndDateTime": (start + timedelta(minutes=minutes)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
+        },
+    )
 
 
-def test_create_from_event_books_its_times(sim: Simulator, inloox: httpx.Client,
-                                           anchor: date) -> None:
+def test_create_from_event_books_its_times(
+    sim: Simulator, inloox: httpx.Client, anchor: date
+) -> None:
     """The entry takes start, end and subject from the event; 201 with entity."""
     response = book(inloox, sim.event_id(ALICE, "apollo-kickoff"))
 
@@ -48,18 +73,22 @@ def test_create_from_event_books_its_times(sim: Simulator, inloox: httpx.Client,
     day = anchor.isoformat()
     assert response.status_code == 201
     assert (entry["StartDateTime"], entry["EndDateTime"]) == (
-        f"{day}T13:00:00Z", f"{day}T14:30:00Z")
+        f"{day}T13:00:00Z",
+        f"{day}T14:30:00Z",
+    )
     assert entry["DurationMinutes"] == 90
     assert entry["DisplayName"] == "Apollo Kick-off mit Müller GmbH"
     assert entry["PerformedByContactId"] == ALICE_CONTACT
     assert entry["ProjectId"] == APOLLO
     assert entry["IsBilled"] is False
     assert sim.inloox_entries(ALICE) == [
-        {k: v for k, v in entry.items() if not k.startswith("@")}]
+        {k: v for k, v in entry.items() if not k.startswith("@")}
+    ]
 
 
-def test_tag_event_is_a_calendar_change(sim: Simulator, inloox: httpx.Client,
-                                        graph: httpx.Client, anchor: date) -> None:
+def test_tag_event_is_a_calendar_change(
+    sim: Simulator, inloox: httpx.Client, graph: httpx.Client, anchor: date
+) -> None:
     """tagEvent adds the InLoox category, and the next delta round shows it."""
     _, link, _ = whole_round(graph, delta_url(sim, ALICE, anchor))
     event_id = sim.event_id(ALICE, "apollo-architecture")
@@ -68,28 +97,37 @@ def test_tag_event_is_a_calendar_change(sim: Simulator, inloox: httpx.Client,
     items, _, _ = whole_round(graph, link)
 
     assert [(i["id"], i["categories"]) for i in items] == [
-        (event_id, ["Track", "InLoox"])]
+        (event_id, ["Track", "InLoox"])
+    ]
 
 
-def test_occurrence_id_books_that_occurrence(sim: Simulator, inloox: httpx.Client,
-                                             anchor: date) -> None:
+def test_occurrence_id_books_that_occurrence(
+    sim: Simulator, inloox: httpx.Client, anchor: date
+) -> None:
     """Booking an occurrence uses its own times; tagging makes it an exception."""
     master = sim.event_id(ALICE, "standup")
     monday = datetime.combine(anchor, datetime.min.time(), UTC)
-    occurrence = next(e for e in sim.calendar(ALICE).view(monday, monday + timedelta(1))
-                      if e.get("seriesMasterId") == master)
+    occurrence = next(
+        e
+        for e in sim.calendar(ALICE).view(monday, monday + timedelta(1))
+        if e.get("seriesMasterId") == master
+    )
 
     entry = book(inloox, occurrence["id"]).json()
 
     assert entry["StartDateTime"] == f"{anchor.isoformat()}T08:30:00Z"
     assert entry["DisplayName"] == "Daily Stand-up"
     tagged = sim.calendar(ALICE).get(occurrence["id"])
-    assert (tagged["type"], tagged["categories"]) == ("exception", ["Internal", "InLoox"])
+    assert (tagged["type"], tagged["categories"]) == (
+        "exception",
+        ["Internal", "InLoox"],
+    )
 
 
 @pytest.mark.parametrize(("mode", "status"), [("entity200", 200), ("empty204", 204)])
-def test_create_response_modes(sim: Simulator, inloox: httpx.Client, mode: str,
-                               status: int) -> None:
+def test_create_response_modes(
+    sim: Simulator, inloox: httpx.Client, mode: str, status: int
+) -> None:
     """The create answers per create_response; the entry exists either way."""
     sim.faults.create_response = mode
 
@@ -99,8 +137,9 @@ def test_create_response_modes(sim: Simulator, inloox: httpx.Client, mode: str,
     assert len(sim.inloox_entries(ALICE)) == 1
 
 
-def test_drop_after_commit_closes_without_answer(sim: Simulator,
-                                                 inloox: httpx.Client) -> None:
+def test_drop_after_commit_closes_without_answer(
+    sim: Simulator, inloox: httpx.Client
+) -> None:
     """The connection closes unanswered, yet the entry was committed."""
     sim.faults.drop_after_commit()
 
@@ -121,8 +160,9 @@ def test_bad_gateway_after_commit(sim: Simulator, inloox: httpx.Client) -> None:
     assert len(sim.inloox_entries(ALICE)) == 1
 
 
-def test_billed_entry_cannot_be_deleted_or_patched(sim: Simulator,
-                                                   inloox: httpx.Client) -> None:
+def test_billed_entry_cannot_be_deleted_or_patched(
+    sim: Simulator, inloox: httpx.Client
+) -> None:
     """DELETE and PATCH of a billed entry answer 409 TimeEntryBilled."""
     entry_id = book(inloox, sim.event_id(ALICE, "apollo-kickoff")).json()["TimeEntryId"]
     sim.set_billed(entry_id)
@@ -141,8 +181,11 @@ def test_patch_and_delete_an_entry(sim: Simulator, inloox: httpx.Client) -> None
     key = f"TimeEntry({entry['TimeEntryId']})"
     start = datetime.fromisoformat(entry["StartDateTime"]) + timedelta(hours=1)
 
-    patched = inloox.patch(key, json={"EndDateTime": start.strftime(
-        "%Y-%m-%dT%H:%M:%SZ")}, headers={"Prefer": "return=representation"})
+    patched = inloox.patch(
+        key,
+        json={"EndDateTime": start.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        headers={"Prefer": "return=representation"},
+    )
     deleted = inloox.delete(key)
 
     assert patched.json()["DurationMinutes"] == 60
@@ -153,8 +196,9 @@ def test_patch_and_delete_an_entry(sim: Simulator, inloox: httpx.Client) -> None
 def test_backdating_limit_is_422(sim: Simulator, inloox: httpx.Client) -> None:
     """An event that started more than 30 days ago cannot be booked."""
     start = sim.clock() - timedelta(days=31)
-    old = sim.calendar(ALICE).add_event(subject="Alt", start=start,
-                                        end=start + timedelta(hours=1))
+    old = sim.calendar(ALICE).add_event(
+        subject="Alt", start=start, end=start + timedelta(hours=1)
+    )
 
     response = book(inloox, old)
 
@@ -162,15 +206,26 @@ def test_backdating_limit_is_422(sim: Simulator, inloox: httpx.Client) -> None:
     assert response.json()["error"]["code"] == "TimeEntryTooOld"
 
 
-@pytest.mark.parametrize(("body", "status", "code"), [
-    ({"mailbox": ALICE, "projectId": APOLLO}, 400, "BadRequest"),
-    ({"eventId": "nope", "mailbox": ALICE, "projectId": APOLLO}, 404, "EventNotFound"),
-    ({"eventId": "E", "mailbox": ALICE, "projectId": ALICE_CONTACT}, 404,
-     "ProjectNotFound"),
-    ({"eventId": "E", "mailbox": BOB, "projectId": APOLLO}, 403, "Forbidden"),
-])
-def test_create_errors(sim: Simulator, inloox: httpx.Client, body: dict[str, str],
-                       status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"mailbox": ALICE, "projectId": APOLLO}, 400, "BadRequest"),
+        (
+            {"eventId": "nope", "mailbox": ALICE, "projectId": APOLLO},
+            404,
+            "EventNotFound",
+        ),
+        (
+            {"eventId": "E", "mailbox": ALICE, "projectId": ALICE_CONTACT},
+            404,
+            "ProjectNotFound",
+        ),
+        ({"eventId": "E", "mailbox": BOB, "projectId": APOLLO}, 403, "Forbidden"),
+    ],
+)
+def test_create_errors(
+    sim: Simulator, inloox: httpx.Client, body: dict[str, str], status: int, code: str
+) -> None:
     """Missing fields, unknown event or project, another user's mailbox."""
     if body.get("eventId") == "E":
         body = {**body, "eventId": sim.event_id(ALICE, "lunch")}
@@ -185,7 +240,9 @@ def test_auth_by_api_key_or_bearer(sim: Simulator) -> None:
     with httpx.Client(verify=sim.ssl_context()) as client:
         url = f"{sim.inloox_url}/Project"
         keyed = client.get(url, headers={"x-api-key": sim.inloox_key(BOB)})
-        bearer = client.get(url, headers={"Authorization": f"Bearer {sim.inloox_key(BOB)}"})
+        bearer = client.get(
+            url, headers={"Authorization": f"Bearer {sim.inloox_key(BOB)}"}
+        )
         anonymous = client.get(url)
 
     assert (keyed.status_code, bearer.status_code) == (200, 200)
@@ -198,7 +255,8 @@ def test_project_by_name(inloox: httpx.Client) -> None:
     response = inloox.get("Project", params={"$filter": "Name eq 'Apollo'"})
 
     assert response.json()["value"] == [
-        {"ProjectId": APOLLO, "Name": "Apollo", "Number": "P-2024-017"}]
+        {"ProjectId": APOLLO, "Name": "Apollo", "Number": "P-2024-017"}
+    ]
 
 
 def test_odata_query_options(sim: Simulator, inloox: httpx.Client) -> None:
@@ -208,11 +266,17 @@ def test_odata_query_options(sim: Simulator, inloox: httpx.Client) -> None:
         manual(inloox, base.replace(hour=hour, minute=0, second=0), project=project)
     since = base.replace(hour=10, minute=0, second=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    response = inloox.get("TimeEntry", params={
-        "$filter": f"(ProjectId eq {APOLLO} or ProjectId eq {ZEPHYR}) and "
-                   f"StartDateTime ge {since} and IsBilled eq false and TaskItemId eq null",
-        "$orderby": "StartDateTime desc", "$select": "StartDateTime,ProjectId",
-        "$top": "2", "$count": "true"})
+    response = inloox.get(
+        "TimeEntry",
+        params={
+            "$filter": f"(ProjectId eq {APOLLO} or ProjectId eq {ZEPHYR}) and "
+            f"StartDateTime ge {since} and IsBilled eq false and TaskItemId eq null",
+            "$orderby": "StartDateTime desc",
+            "$select": "StartDateTime,ProjectId",
+            "$top": "2",
+            "$count": "true",
+        },
+    )
 
     body = response.json()
     assert body["@odata.count"] == 3
@@ -248,8 +312,9 @@ def test_entries_are_per_contact(sim: Simulator, inloox: httpx.Client) -> None:
     book(inloox, sim.event_id(ALICE, "apollo-kickoff"))
 
     with httpx.Client(verify=sim.ssl_context()) as client:
-        seen = client.get(f"{sim.inloox_url}/TimeEntry",
-                          headers={"x-api-key": sim.inloox_key(BOB)}).json()
+        seen = client.get(
+            f"{sim.inloox_url}/TimeEntry", headers={"x-api-key": sim.inloox_key(BOB)}
+        ).json()
 
     assert seen["value"] == []
 
@@ -263,11 +328,15 @@ def test_concurrency_limit_is_429(sim: Simulator) -> None:
 
     def fetch(_: int) -> httpx.Response:
         with httpx.Client(verify=sim.ssl_context()) as client:
-            return client.get(f"{sim.inloox_url}/Project",
-                              headers={"x-api-key": sim.inloox_key(ALICE)})
+            return client.get(
+                f"{sim.inloox_url}/Project",
+                headers={"x-api-key": sim.inloox_key(ALICE)},
+            )
 
     with ThreadPoolExecutor(3) as pool:
         responses = list(pool.map(fetch, range(3)))
 
     assert sorted(r.status_code for r in responses) == [200, 200, 429]
-    assert next(r for r in responses if r.status_code == 429).headers["Retry-After"] == "1"
+    assert (
+        next(r for r in responses if r.status_code == 429).headers["Retry-After"] == "1"
+    )
