@@ -93,7 +93,7 @@ class Simulator:
         return self
 
     def stop(self) -> None:
-        """Stop serving and remove the temporary CA directory's server state."""
+        """Stop serving (``start()`` serves again on the same port)."""
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
@@ -116,7 +116,7 @@ class Simulator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
         loop = asyncio.new_event_loop()
