@@ -37,7 +37,7 @@ class Event:
     type: EventType
     start: datetime | date
     end: datetime | date
-    is_all_day: bool = False
+    is_all_day: bool | None = False
     series_master_id: str | None = None
     subject: str | None = None
     categories: tuple[str, ...] | None = None
@@ -63,7 +63,16 @@ class Event:
         }
         if not inherited:
             return self
-        return dataclasses.replace(self, **inherited)
+        completed = dataclasses.replace(self, **inherited)
+        if completed.is_all_day and isinstance(completed.start, datetime):
+            # The occurrence arrived without isAllDay, so its bounds were read
+            # as instants; an all-day event is a range of dates (UTC midnight
+            # on the wire), never shifted between zones.
+            end = completed.end
+            return dataclasses.replace(
+                completed, start=completed.start.date(),
+                end=end.date() if isinstance(end, datetime) else end)
+        return completed
 
     @property
     def duration_seconds(self) -> float:

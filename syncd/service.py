@@ -16,7 +16,7 @@ import inspect
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
@@ -40,6 +40,7 @@ from syncd.metrics import (
     LAST_SUCCESS,
     PASS_DURATION,
     PASSES_SKIPPED,
+    USERS,
 )
 from syncd.model import PassResult
 from syncd.notify import Notifier
@@ -58,6 +59,9 @@ HEARTBEAT_INTERVAL = 1.0
 
 READY_CHECK_TIMEOUT = 2.0
 
+USER_STATES = ("active", "auth_required", "paused")
+"""The states of ``syncd_users`` that are always exported (0 when empty)."""
+
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _JOB_PREFIX = "pass:"
 
@@ -70,6 +74,14 @@ class PassRunner(Protocol):
     """
 
     async def run_pass(self, mailbox: str) -> PassResult: ...
+
+
+UserStates = Callable[[Sequence[str]], Mapping[str, str]]
+"""Each given mailbox's state (``active``, ``auth_required``, ``paused``).
+
+May block (it reads the ledger): the service calls it in a thread.  A
+mailbox it leaves out counts as ``active``.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +194,7 @@ class Service(Generic[C]):
         *,
         view: Callable[[C], ServiceConfig] = service_config_from,
         ready_check: Callable[[], object] | None = None,
+        user_states: UserStates | None = None,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
         install_signal_handlers: bool = True,
@@ -191,6 +204,9 @@ class Service(Generic[C]):
         self._runner_factory = runner_factory
         self._view_of = view
         self._ready_check = ready_check
+        self._user_states = user_states
+        self._states: dict[str, str] = {}
+        self._published_states: set[str] = set(USER_STATES)
         self._notifier = Notifier.from_env() if notifier is None else notifier
         self._clock = clock
         self._install_signal_handlers = install_signal_handlers
@@ -282,6 +298,7 @@ class Service(Generic[C]):
         self._scheduler.start()
         self._schedule(config.users, config)
         BUILD_INFO.info({"version": __version__})
+        self._spawn(self._refresh_states(config.users))
 
         self._status = f"{len(config.users)} users; waiting for the first pass"
         self._notifier.ready(self._status)
@@ -402,6 +419,7 @@ class Service(Generic[C]):
         record_pass(result, duration=loop.time() - started, now=self._clock())
         self._status = pass_status(result, len(self.config.users))
         self._notifier.status(self._status)
+        await self._refresh_states([mailbox])
 
     async def _guarded_pass(self, runner: PassRunner, mailbox: str,
                             timeout: float) -> PassResult:
@@ -434,6 +452,8 @@ class Service(Generic[C]):
         await self._swap_runner(runner)
         self._limit = asyncio.Semaphore(config.max_parallel_passes)
         added, removed = self._reschedule(old, config)
+        self._forget_states(removed)
+        self._spawn(self._refresh_states(sorted(added)))
         if config.metrics_listen != old.metrics_listen:
             await self._stop_health()
             await self._start_health(config.metrics_listen)
@@ -484,6 +504,37 @@ class Service(Generic[C]):
     async def _close_all_runners(self) -> None:
         if self._slot is not None:
             await _close_runner(self._slot)
+
+    # ---- users by state ----------------------------------------------------------
+
+    async def _refresh_states(self, mailboxes: Sequence[str]) -> None:
+        """Ask for these users' states and export ``syncd_users`` by state."""
+        if self._user_states is None or not mailboxes:
+            return
+
+        try:
+            found = await asyncio.to_thread(self._user_states, list(mailboxes))
+        except Exception as error:
+            log.warning("user_states_unavailable", error=redact_text(str(error)))
+            return
+        configured = set(self.config.users) if self.config else set()
+        for mailbox in mailboxes:
+            if mailbox in configured:
+                self._states[mailbox] = found.get(mailbox, "active")
+        self._publish_states()
+
+    def _forget_states(self, mailboxes: Iterable[str]) -> None:
+        for mailbox in mailboxes:
+            self._states.pop(mailbox, None)
+        self._publish_states()
+
+    def _publish_states(self) -> None:
+        counts = dict.fromkeys(self._published_states, 0)
+        for state in self._states.values():
+            counts[state] = counts.get(state, 0) + 1
+        for state, count in counts.items():
+            USERS.labels(state=state).set(count)
+        self._published_states = set(counts)
 
     # ---- health ------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Microsoft Graph calendar: calendarView delta rounds and single events.
+"""Microsoft Graph calendar: calendarView delta rounds, plain calendarView, events.
 
 A round's items are fixed when the round starts (initial request or a delta
 link); its pages are served from server-side state behind ``$skiptoken``.
@@ -16,7 +16,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 from syncd.sim.calendar import Calendar, EventNotFound
 from syncd.sim.faults import RetryAfter, retry_after_header
@@ -237,6 +237,8 @@ class Graph:
             raise GraphError(405, "ErrorInvalidRequest", "Method not allowed here.")
         if [r.lower() for r in rest] == ["calendarview", "delta"]:
             return self._delta(request, target)
+        if [r.lower() for r in rest] == ["calendarview"]:
+            return self._view(request, target)
         if len(rest) == 2 and rest[0] == "events":
             return self._event(target, rest[1])
         raise GraphError(400, "BadRequest", f"Resource not found for {request.path}")
@@ -257,6 +259,34 @@ class Graph:
             **event,
         }
         return json_response(200, _ids(body, calendar, target.immutable))
+
+    def _view(self, request: Request, target: _Target) -> Response:
+        """Plain calendarView: the whole window, paged with ``$skip``.
+
+        Every item carries its full values (occurrences included).  The page
+        size is ``$top``, else ``Prefer: odata.maxpagesize``, else Graph's 10.
+        """
+        query = request.query
+        start = _window_param(query, "startDateTime")
+        end = _window_param(query, "endDateTime")
+        calendar = self._sim.calendar(target.mailbox)
+        items = calendar.view(start, end)
+        skip = max(0, _int(query.get("$skip"), 0))
+        size = max(1, _int(query.get("$top"), target.page_size))
+        body: JSON = {
+            "@odata.context": f"{target.base_url}/v1.0/$metadata#Collection(event)",
+            "value": [
+                _ids(item, calendar, target.immutable)
+                for item in items[skip : skip + size]
+            ],
+        }
+        if skip + size < len(items):
+            following = {**query, "$skip": str(skip + size)}
+            body["@odata.nextLink"] = (
+                f"{target.base_url}/v1.0/{target.prefix}/calendarView?"
+                + urlencode(following, safe="$:")
+            )
+        return json_response(200, body)
 
     def _delta(self, request: Request, target: _Target) -> Response:
         query = request.query
@@ -375,6 +405,8 @@ def _kind(path: str) -> str:
     lowered = path.lower()
     if lowered.endswith("/calendarview/delta"):
         return "delta"
+    if lowered.endswith("/calendarview"):
+        return "view"
     if "/events/" in lowered:
         return "event"
     return "other"
