@@ -287,7 +287,7 @@ def classify(response: httpx.Response, *, mailbox: str) -> Exception:
     url, retry_after = str(response.request.url), _retry_after(response)
     context: dict[str, Any] = {"method": "GET", "url": url, "status": status,
                                "code": code, "user": mailbox}
-    if status == 410:
+    if status == 410 or (code or "").casefold() in SYNC_STATE_CODES:
         log.info("graph_delta_expired", mailbox=mailbox, code=code)
         return DeltaExpired("Graph no longer knows the delta link", **context)
     if status == 429 or (status == 503 and retry_after is not None):
@@ -429,7 +429,7 @@ def zone(name: object) -> ZoneInfo:
     iana = WINDOWS_ZONES.get(name, name)
     try:
         return ZoneInfo(iana)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         log.warning("graph_unknown_timezone", timezone=name)
         return ZoneInfo("UTC")
 

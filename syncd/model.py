@@ -76,9 +76,12 @@ class Event:
 
     @property
     def duration_seconds(self) -> float:
-        if isinstance(self.start, datetime) and isinstance(self.end, datetime):
-            return (self.end - self.start).total_seconds()
-        return float((self.end - self.start).days * 86400)
+        start, end = self.start, self.end
+        if isinstance(start, datetime) and isinstance(end, datetime):
+            return (end - start).total_seconds()
+        if isinstance(start, datetime) or isinstance(end, datetime):
+            return 0.0  # mixed bounds: malformed, never bookable
+        return float((end - start).days * 86400)
 
 
 _INHERITED = frozenset({

@@ -264,7 +264,8 @@ class Graph:
         """Plain calendarView: the whole window, paged with ``$skip``.
 
         Every item carries its full values (occurrences included).  The page
-        size is ``$top``, else ``Prefer: odata.maxpagesize``, else Graph's 10.
+        size is ``$top``, else ``Prefer: odata.maxpagesize``, else the
+        scenario's ``page_size`` (Graph's own default is 10).
         """
         query = request.query
         start = _window_param(query, "startDateTime")
