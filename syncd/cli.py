@@ -324,4 +324,4 @@ def sim(scenario: Annotated[Path | None, typer.Option(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

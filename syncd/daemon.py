@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from syncd.runner import Runner, register_secrets
 from syncd.service import Service
 
 log = structlog.get_logger("syncd.daemon")
+
+EX_CONFIG = 78
 
 
 def load_config(path: Path) -> Any:
@@ -34,29 +37,54 @@ def load_config(path: Path) -> Any:
 
 
 def run_daemon(path: Path, *, only: str | None = None) -> int:
-    """Serve every configured user (or one) until SIGTERM/SIGINT; the exit code."""
-    first = _only(load_config(path), only)
+    """Serve every configured user (or one) until SIGTERM/SIGINT; the exit code.
+
+    0 after a clean stop; 78 when the configuration is (or became) invalid
+    before the service started.  A second daemon on the same SQLite ledger
+    raises :class:`~syncd.errors.LedgerError` from the process lock.
+    """
+    try:
+        first = _only(load_config(path), only)
+    except ConfigError as error:
+        log.error("config_invalid", problems=[str(p) for p in error.problems])
+        return EX_CONFIG
+
     ledger = Ledger.open(first.ledger.url)
     try:
         ledger.acquire_process_lock()
-        asyncio.run(_serve(path, only, ledger))
+        asyncio.run(_serve(path, only, ledger, first))
     finally:
         ledger.close()
     return 0
 
 
-async def _serve(path: Path, only: str | None, ledger: Ledger) -> None:
+async def _serve(path: Path, only: str | None, ledger: Ledger, first: Any) -> None:
+    loaded = [first]
+
     def load() -> Any:
+        if loaded:
+            return loaded.pop()
         config = _only(load_config(path), only)
-        if config.ledger.url != ledger_url:
+        if config.ledger.url != first.ledger.url:
             log.warning("ledger_url_changed_ignored",
                         detail="ledger.url takes effect after a restart")
         return config
 
-    ledger_url = _only(load_config(path), only).ledger.url
     service: Service[Any] = Service(load, lambda config: Runner(config, ledger),
-                                    ready_check=ledger.ping)
+                                    ready_check=ledger.ping,
+                                    user_states=lambda users: _user_states(ledger,
+                                                                           users))
     await service.run()
+
+
+def _user_states(ledger: Ledger, mailboxes: Sequence[str]) -> dict[str, str]:
+    """Each user's standing in the ledger (users it never saw are left out)."""
+    states = {}
+    for mailbox in mailboxes:
+        state = ledger.user_state(mailbox)
+        if state is not None:
+            states[mailbox] = state.status
+    return states
 
 
 def _only(config: Any, mailbox: str | None) -> Any:

@@ -133,7 +133,7 @@ class Decision:
         return cls(book=False, reason=reason)
 
 
-ActionKind = Literal["create", "update", "retract", "skip", "nothing", "unskip"]
+ActionKind = Literal["create", "recover", "update", "retract", "skip", "forget", "nothing"]
 
 
 @dataclass(frozen=True, slots=True)

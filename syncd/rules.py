@@ -7,8 +7,9 @@ with what the ledger knows to choose an action.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncd.model import BOOKED_CATEGORY, Decision, Event
 
@@ -202,19 +203,34 @@ def _attendee_domain(domain: str | None,
 
 def _timing(event: Event, policy: UserPolicy, now: datetime) -> str | None:
     """Skip reasons that depend on the clock: not ended yet, or too old."""
-    start, end = _instants(event)
-    if not policy.book_before_end and end > now:
+    if not isinstance(event.start, datetime) or not isinstance(event.end, datetime):
+        return _day_timing(event.start, event.end, policy, now)
+    if not policy.book_before_end and event.end > now:
         return NOT_ENDED
-    if start < now - policy.backdating_limit:
+    if event.start < now - policy.backdating_limit:
         return TOO_OLD
     return None
 
 
-def _instants(event: Event) -> tuple[datetime, datetime]:
-    """Aware bounds for clock comparisons; all-day dates count from UTC midnight."""
-    start, end = event.start, event.end
-    if not isinstance(start, datetime):
-        start = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
-    if not isinstance(end, datetime):
-        end = datetime(end.year, end.month, end.day, tzinfo=timezone.utc)
-    return start, end
+def _day_timing(start: date, end: date, policy: UserPolicy,
+                now: datetime) -> str | None:
+    """All-day events are dates: compare them with today in the user's zone.
+
+    ``end`` is exclusive, so an all-day event has ended once ``end`` has begun.
+    """
+    today = now.astimezone(_zone(getattr(policy, "timezone", None))).date()
+    if not policy.book_before_end and end > today:
+        return NOT_ENDED
+    if start < today - timedelta(days=policy.backdating_limit.days):
+        return TOO_OLD
+    return None
+
+
+def _zone(name: object) -> tzinfo:
+    """The user's IANA zone; UTC when it is missing or unknown (never a crash)."""
+    if not isinstance(name, str) or not name:
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return timezone.utc
