@@ -11,7 +11,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time as dtime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -72,6 +72,7 @@ class RoundContent:
     removed: set[str] = field(default_factory=set)
     delta_link: str | None = None
     pages: int = 0
+    fresh: bool = False  # a new round: everything in the window, no @removed
 
     def add(self, item: Event | Removed) -> None:
         if isinstance(item, Removed):
@@ -100,7 +101,7 @@ async def read_round(source: CalendarSource, mailbox: str, window: Window,
 
 async def _collect(source: CalendarSource, mailbox: str, window: Window,
                    delta_link: str | None) -> RoundContent:
-    content = RoundContent()
+    content = RoundContent(fresh=delta_link is None)
     async for page in source.delta_round(mailbox, window, delta_link):
         content.pages += 1
         for item in page.items:
@@ -148,10 +149,9 @@ class Engine:
         link = None if fresh else self._current_link(ctx, window)
         content = await read_round(ctx.source, ctx.mailbox, window, link)
         known = self.ledger.records(ctx.user.mailbox)
-        events = await self._complete(ctx, content)
+        events, masters = await self._complete(ctx, content)
         gone = await self._confirm(ctx, content, events, known, window)
-        round_ = planner.Round(events=events, gone=frozenset(gone),
-                               masters=content.masters)
+        round_ = planner.Round(events=events, gone=frozenset(gone), masters=masters)
         return round_, content, window, known
 
     def _current_link(self, ctx: PassContext, window: Window) -> str | None:
@@ -165,8 +165,12 @@ class Engine:
         return str(cursor.delta_link)
 
     async def _complete(self, ctx: PassContext, content: RoundContent
-                        ) -> dict[str, Event]:
-        """Occurrences inherit what they lack from their series master."""
+                        ) -> tuple[dict[str, Event], dict[str, Event]]:
+        """Occurrences inherit what they lack from their series master.
+
+        A master the round did not bring is fetched once.  Returns the
+        completed events and every master known to this pass.
+        """
         masters = dict(content.masters)
         events: dict[str, Event] = {}
         for event_id, event in content.events.items():
@@ -176,16 +180,18 @@ class Engine:
                 if fetched is not None:
                     masters[master_id] = fetched
             master = masters.get(master_id) if master_id else None
-            events[event_id] = event.inherit(master) if master else event
-        return events
+            events[event_id] = _completed(event, master)
+        return events, masters
 
     async def _confirm(self, ctx: PassContext, content: RoundContent,
                        events: dict[str, Event], known: Mapping[str, Any],
                        window: Window) -> set[str]:
         """Ask Graph before retracting: ``@removed`` may only mean "moved"."""
         suspects = {i for i in content.removed if _is_booked(known.get(i))}
-        suspects |= _missing_occurrences(content, events, known, window)
-        gone: set[str] = set()
+        missing = _missing(content, events, known, window)
+        suspects |= {i for i in missing if _is_booked(known[i])}
+        gone = {i for i in missing - suspects
+                if planner._state(known[i]) not in planner.KEEP_WHEN_GONE}
         for event_id in sorted(suspects):
             current = await ctx.source.get_event(ctx.mailbox, event_id)
             if current is None:
@@ -193,7 +199,7 @@ class Engine:
                 continue
             master_id = current.series_master_id
             master = content.masters.get(master_id) if master_id else None
-            events[event_id] = current.inherit(master) if master else current
+            events[event_id] = _completed(current, master)
         unknown_removed = content.removed - suspects
         gone |= {i for i in unknown_removed if i in known}
         return gone
@@ -205,8 +211,7 @@ class Engine:
         """Resolve rule project and task names to ids, once per pass."""
         from syncd.config import is_guid
 
-        names = {p for r in ctx.user.rules for p in (r.project, r.task)
-                 if p and not is_guid(p)}
+        names = {r.project for r in ctx.user.rules if not is_guid(r.project)}
         if ctx.user.default_project and not is_guid(ctx.user.default_project):
             names.add(ctx.user.default_project)
         resolved = {name: await ctx.target.resolve_project(name) for name in names}
@@ -361,7 +366,7 @@ class Engine:
             self._change_failed(ctx, action, exc)
             return
         self._transition(ctx, record.event_id, planner.RETRACTED,
-                         reason=action.decision.reason)
+                         **_retracted_fields(action))
         ctx.outcomes["retracted"] += 1
         log.info("entry_retracted", event_id=record.event_id, entry_id=entry_id,
                  reason=action.decision.reason)
@@ -396,19 +401,44 @@ def _is_booked(record: Any) -> bool:
     return record is not None and planner._state(record) == planner.BOOKED
 
 
-def _missing_occurrences(content: RoundContent, events: Mapping[str, Event],
-                         known: Mapping[str, Any], window: Window) -> set[str]:
-    """Booked occurrences of a series in this round that the round left out.
+def _missing(content: RoundContent, events: Mapping[str, Event],
+             known: Mapping[str, Any], window: Window) -> set[str]:
+    """Known events in the window that the round should have brought, but not.
 
-    Deleting one occurrence changes the series without any ``@removed``.
+    A new round lists every event of the window and no ``@removed``: what it
+    left out was deleted while no link was kept.  Deleting one occurrence
+    changes its series without any ``@removed``: an occurrence missing from
+    a series the round brought is gone (or moved out of the window).
     """
     changed = set(content.masters)
     return {
         event_id for event_id, record in known.items()
-        if record.series_master_id in changed and event_id not in events
-        and _is_booked(record) and record.start is not None
-        and window.start <= record.start < window.end
+        if event_id not in events and event_id not in content.removed
+        and (content.fresh or record.series_master_id in changed)
+        and record.start is not None and window.start <= record.start < window.end
     }
+
+
+def _completed(event: Event, master: Event | None) -> Event:
+    """The occurrence with its master's values; all-day bounds as dates."""
+    if master is not None:
+        event = event.inherit(master)
+    if not event.is_all_day:
+        return event
+    start, end = event.start, event.end
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        return replace(event, start=start.date(), end=end.date())
+    return event
+
+
+def _retracted_fields(action: Action) -> dict[str, Any]:
+    """What a retraction records: why, and for a waiting event its new bounds."""
+    fields: dict[str, Any] = {"reason": action.decision.reason}
+    if action.decision.reason != "not_ended" or action.event is None:
+        return fields
+    start, end, all_day = planner.instants(action.event)
+    return {**fields, "start": start, "end": end, "all_day": all_day,
+            "project_id": action.decision.project, "task_id": action.decision.task}
 
 
 def _bounds(action: Action, record: Any) -> tuple[datetime | None,

@@ -23,7 +23,10 @@ FAILED_TRANSIENT, FAILED_PERMANENT = "failed_transient", "failed_permanent"
 SKIPPED, RETRACTED, BILLED_LOCKED = "skipped", "retracted", "billed_locked"
 
 REOPENABLE = frozenset({SKIPPED, RETRACTED})
+TAGGED = frozenset({PENDING, BOOKED, IN_DOUBT, RETRACTED, BILLED_LOCKED})
+KEEP_WHEN_GONE = frozenset({PENDING, IN_DOUBT, BILLED_LOCKED})
 UNKNOWN_PROJECT = "unknown_project"
+UNKNOWN_TASK = "unknown_task"  # tasks are given by id; a name cannot be resolved
 
 
 class Known(Protocol):
@@ -78,6 +81,7 @@ def plan(
 ) -> list[Action]:
     """Every action one pass takes, in a stable order (by event start)."""
     series_projects = _series_projects(known.values())
+    series_projects.update(_master_projects(round_.masters, policy, resolve))
     actions = [
         _plan_event(event, known.get(event_id), policy, now, resolve, series_projects)
         for event_id, event in round_.events.items()
@@ -109,6 +113,22 @@ def _series_projects(records: Iterable[Known]) -> dict[str, tuple[str, str | Non
     return {k: (r.project_id or "", r.task_id) for k, r in firsts.items()}
 
 
+def _master_projects(masters: Mapping[str, Event], policy: Policy,
+                     resolve: Callable[[str], str | None]
+                     ) -> dict[str, tuple[str, str | None]]:
+    """The project each series master maps to: the whole series books on it.
+
+    A master this round brought says what the series is now; when the series
+    as a whole was recategorised, its mapping replaces the first booking's.
+    """
+    projects: dict[str, tuple[str, str | None]] = {}
+    for master_id, master in masters.items():
+        mapping = _resolved(rules.mapping(master, policy), resolve)
+        if mapping.book and mapping.project is not None:
+            projects[master_id] = (mapping.project, mapping.task)
+    return projects
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -119,13 +139,23 @@ def _state(record: Known) -> str:
 def _plan_event(event: Event, record: Known | None, policy: Policy, now: datetime,
                 resolve: Callable[[str], str | None],
                 series: Mapping[str, tuple[str, str | None]]) -> Action:
-    known_booked = record is not None and _state(record) in (BOOKED, BILLED_LOCKED)
-    decision = rules.decide(event, policy, now=now, known=known_booked)
+    decision = rules.decide(event, policy, now=now, known=_tagged_by_us(record))
     decision = _resolved(decision, resolve)
     decision = _sticky(decision, event, series)
     if record is None:
         return _plan_new(event, decision)
     return _plan_known(event, record, decision, policy, now)
+
+
+def _tagged_by_us(record: Known | None) -> bool:
+    """Whether an ``InLoox`` category on the event may be our own tag.
+
+    Every state in which we created (or may have created) an entry counts: a
+    retracted booking keeps the tag, and must not read as booked elsewhere.
+    """
+    if record is None:
+        return False
+    return _state(record) in TAGGED or record.entry_id is not None
 
 
 def _resolved(decision: Decision, resolve: Callable[[str], str | None]) -> Decision:
@@ -134,9 +164,10 @@ def _resolved(decision: Decision, resolve: Callable[[str], str | None]) -> Decis
         return decision
     project = resolve(decision.project)
     task = resolve(decision.task) if decision.task else None
-    if project is None or (decision.task and task is None):
-        missing = decision.project if project is None else decision.task
-        return Decision.skip(f"{UNKNOWN_PROJECT}:{missing}")
+    if project is None:
+        return Decision.skip(f"{UNKNOWN_PROJECT}:{decision.project}")
+    if decision.task and task is None:
+        return Decision.skip(f"{UNKNOWN_TASK}:{decision.task}")
     return replace(decision, project=project, task=task)
 
 
@@ -176,9 +207,21 @@ def _plan_known(event: Event, record: Known, decision: Decision, policy: Policy,
         return Action("nothing", event.id, decision, event, why="retry later")
     if decision.book:
         return Action("create", event.id, decision, event, why=decision.reason)
-    if state == SKIPPED and record.reason == decision.reason:
+    if state == SKIPPED and _same_skip(event, record, decision):
         return Action("nothing", event.id, decision, event, why=decision.reason)
     return Action("skip", event.id, decision, event, why=decision.reason)
+
+
+def _same_skip(event: Event, record: Known, decision: Decision) -> bool:
+    """The ledger already holds this skip: same reason, mapping and times.
+
+    A waiting event (``not_ended``) is booked from what the ledger stored, so
+    a move or a recategorisation while it waits must be recorded again.
+    """
+    start, end, _ = instants(event)
+    stored = (record.reason, record.project_id, record.task_id, record.start,
+              record.end)
+    return stored == (decision.reason, decision.project, decision.task, start, end)
 
 
 def _due(record: Known, now: datetime) -> bool:
@@ -196,6 +239,9 @@ def _plan_booked(event: Event, record: Known, decision: Decision, policy: Policy
                       why=f"older than freeze_after ({policy.freeze_after})")
     if not decision.book and decision.reason in rules.NOT_WORK:
         return _retraction(event.id, record, decision, event, policy)
+    if decision.reason == rules.NOT_ENDED and policy.on_change == "update":
+        return Action("retract", event.id, decision, event, record.entry_id,
+                      why="moved to a time that has not ended; booked again after")
     changes = _changes(event, record, decision, policy)
     if changes:
         return Action("update", event.id, decision, event, record.entry_id,
@@ -228,6 +274,9 @@ def _retraction(event_id: str, record: Known, decision: Decision,
 
 def _plan_gone(record: Known, policy: Policy, now: datetime) -> Action:
     decision = Decision.skip(rules.CANCELLED)
+    if _state(record) in KEEP_WHEN_GONE:
+        return Action("nothing", record.event_id, decision, entry_id=record.entry_id,
+                      why=f"deleted, but {_state(record)}: the entry stays")
     if _state(record) != BOOKED:
         return Action("forget", record.event_id, decision, why="deleted, never booked")
     if _frozen(record, policy, now):
@@ -268,5 +317,5 @@ def _due_action(record: Known, now: datetime, policy: Policy) -> Action | None:
 
 
 def _waited(record: Known, now: datetime) -> bool:
-    return (_state(record) == SKIPPED and record.reason == rules.NOT_ENDED
+    return (_state(record) in REOPENABLE and record.reason == rules.NOT_ENDED
             and record.end is not None and record.end <= now)

@@ -103,6 +103,11 @@ def decide(event: Event, policy: UserPolicy, *, now: datetime,
     return target
 
 
+def mapping(event: Event, policy: UserPolicy) -> Decision:
+    """Only the project mapping of an event (rules, then default_project)."""
+    return _map(event, _categories(event), policy)
+
+
 def _categories(event: Event) -> frozenset[str]:
     return frozenset(c.casefold() for c in event.categories or ())
 

@@ -54,7 +54,8 @@ def test_skip_is_recorded_once() -> None:
     """A skip is recorded the first time and not again when it reappears."""
     first = run([event(show_as="free")], [])
     again = run([event(show_as="free")],
-                [record(state=State.SKIPPED, reason="free", entry_id=None)])
+                [record(state=State.SKIPPED, reason="free", entry_id=None,
+                        project_id=None)])
 
     assert kinds(first) == [("skip", "AAMkEv1")]
     assert kinds(again) == [("nothing", "AAMkEv1")]
