@@ -129,9 +129,9 @@ class InLoox:
         scheme, _, token = request.header("authorization").partition(" ")
         if not key and scheme.lower() == "bearer":
             key = token.strip()
-        for user in self._sim.scenario.users:
-            if key and key == user.api_key:
-                return user
+        user = self._sim.scenario.user_by_key(key) if key else None
+        if user is not None:
+            return user
         raise InLooxError(
             401,
             "Unauthorized",

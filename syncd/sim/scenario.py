@@ -8,8 +8,9 @@ fortnight before the current week, whatever today is.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -118,11 +119,30 @@ class Scenario:
         return this_monday - timedelta(weeks=self.anchor)
 
     def user(self, name_or_mailbox: str) -> User:
-        wanted = name_or_mailbox.lower()
-        for user in self.users:
-            if wanted in (user.key, user.mailbox.lower()):
-                return user
-        raise KeyError(name_or_mailbox)
+        try:
+            return self._user_index[name_or_mailbox.lower()]
+        except KeyError:
+            raise KeyError(name_or_mailbox) from None
+
+    def user_by_key(self, api_key: str) -> User | None:
+        """The user whose InLoox personal access token this is."""
+        return self._api_key_index.get(api_key)
+
+    @cached_property
+    def _user_index(self) -> dict[str, User]:
+        """Users by short key and by lower-cased mailbox (thousands in benchmarks)."""
+        index: dict[str, User] = {}
+        for user in reversed(self.users):  # the first one wins, as before
+            index[user.mailbox.lower()] = user
+            index[user.key] = user
+        return index
+
+    @cached_property
+    def _api_key_index(self) -> dict[str, User]:
+        index: dict[str, User] = {}
+        for user in reversed(self.users):
+            index[user.api_key] = user
+        return index
 
 
 def default_scenario_path() -> Path:
@@ -164,7 +184,7 @@ def parse_scenario(raw: dict[str, Any], *, name: str = "scenario") -> Scenario:
     events = tuple(
         _event(e, i, scenario, keys) for i, e in enumerate(_list(raw, "events"))
     )
-    return Scenario(**{**scenario.__dict__, "events": events})
+    return replace(scenario, events=events)
 
 
 def parse_duration(text: str) -> timedelta:
