@@ -123,7 +123,8 @@ def _not_work(event: Event, policy: UserPolicy) -> str | None:
         (skip.free and event.show_as == "free", FREE),
         (skip.private and event.sensitivity in _PRIVATE_SENSITIVITIES, PRIVATE),
         (event.duration_seconds <= 0, NO_DURATION),
-        (event.duration_seconds > policy.max_duration.total_seconds(), TOO_LONG),
+        (not event.is_all_day
+         and event.duration_seconds > policy.max_duration.total_seconds(), TOO_LONG),
     )
     return next((reason for hit, reason in checks if hit), None)
 

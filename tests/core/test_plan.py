@@ -209,3 +209,96 @@ def test_project_names_resolve_to_ids() -> None:
     actions = planner.plan(round_, {}, policy, now=NOW, resolve=ids.get)
 
     assert actions[0].decision.project == ZEPHYR
+
+
+def test_retracted_event_with_our_tag_is_booked_again() -> None:
+    """Our own InLoox tag on a retracted event is not "booked elsewhere"."""
+    retracted = record(state=State.RETRACTED, reason="declined", entry_id="E-1")
+
+    actions = run([event(categories=("Track", "InLoox"))], [retracted])
+
+    assert kinds(actions) == [("create", "AAMkEv1")]
+
+
+def test_ids_are_case_sensitive() -> None:
+    """An id differing only in letter case is another event."""
+    actions = run([event("AAMkev1")], [record("AAMkEv1")])
+
+    assert ("create", "AAMkev1") in kinds(actions)
+
+
+def test_waiting_event_moved_is_recorded_again() -> None:
+    """A not_ended skip whose meeting moved is recorded with the new times."""
+    waiting = record(state=State.SKIPPED, reason="not_ended", entry_id=None,
+                     start=NOW - timedelta(minutes=30), end=NOW + timedelta(minutes=30))
+    moved = event(start=NOW + timedelta(hours=1), end=NOW + timedelta(hours=2))
+
+    actions = run([moved], [waiting])
+
+    assert kinds(actions) == [("skip", "AAMkEv1")]
+    assert actions[0].decision.project == DEFAULT
+
+
+def test_booked_event_moved_into_the_future_is_retracted() -> None:
+    """A booked meeting moved to a time not over yet is retracted until it ends."""
+    moved = event(start=NOW + timedelta(hours=1), end=NOW + timedelta(hours=2))
+
+    actions = run([moved], [record()])
+
+    assert kinds(actions) == [("retract", "AAMkEv1")]
+    assert actions[0].decision.reason == "not_ended"
+
+
+def test_retracted_waiting_event_is_booked_after_it_ends() -> None:
+    """A retraction that waits (not_ended) becomes a create once the meeting ended."""
+    waited = record(state=State.RETRACTED, reason="not_ended",
+                    start=NOW - timedelta(hours=2), end=NOW - timedelta(hours=1))
+
+    assert kinds(run([], [waited])) == [("create", "AAMkEv1")]
+
+
+def test_deleted_billed_entry_is_kept_in_the_ledger() -> None:
+    """A billed_locked record of a deleted event is neither retracted nor forgotten."""
+    billed = record(state=State.BILLED_LOCKED)
+
+    actions = run([], [billed], gone=frozenset({"AAMkEv1"}))
+
+    assert kinds(actions) == [("nothing", "AAMkEv1")]
+
+
+def test_occurrences_book_on_the_masters_project() -> None:
+    """An exception recategorised before any booking still books on the series'."""
+    master = event("master-1", type=EventType.SERIES_MASTER, categories=("Apollo",))
+    exception = event("occ-2", type=EventType.EXCEPTION, series_master_id="master-1",
+                      categories=("Track",))
+    round_ = planner.Round(events={"occ-2": exception}, masters={"master-1": master})
+
+    actions = planner.plan(round_, {}, user(), now=NOW)
+
+    assert actions[0].decision.project == APOLLO
+
+
+def test_recategorised_series_overrides_the_first_booking() -> None:
+    """A master now mapping to Apollo moves a booked occurrence off the old project."""
+    master = event("master-1", type=EventType.SERIES_MASTER, categories=("Apollo",))
+    occurrence = event("occ-1", type=EventType.OCCURRENCE, series_master_id="master-1",
+                       categories=("Apollo",))
+    booked = record("occ-1", series_master_id="master-1", project_id=ZEPHYR)
+    round_ = planner.Round(events={"occ-1": occurrence}, masters={"master-1": master})
+
+    actions = planner.plan(round_, {"occ-1": booked}, user(), now=NOW)
+
+    assert kinds(actions) == [("update", "occ-1")]
+    assert actions[0].changes == {"project_id": APOLLO}
+
+
+def test_task_name_cannot_be_booked() -> None:
+    """A rule naming its task (not its id) skips as unknown_task."""
+    policy = user(rules=[{"match": {"categories": ["Apollo"]}, "project": APOLLO,
+                          "task": "Design"}])
+    round_ = planner.Round(events={"AAMkEv1": event(categories=("Apollo",))})
+
+    actions = planner.plan(round_, {}, policy, now=NOW,
+                           resolve=lambda v: v if v == APOLLO else None)
+
+    assert actions[0].decision.reason == "unknown_task:Design"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -163,3 +163,53 @@ def test_rule_conditions(match: dict[str, object], fields: dict[str, object],
     fields.setdefault("categories", ())
 
     assert rules.decide(event(**fields), policy, now=NOW).book is expected
+
+
+def test_all_day_event_ends_at_midnight_in_the_users_zone() -> None:
+    """An all-day event on the 20th has ended once the 21st began in Berlin."""
+    ev = event(start=date(2026, 3, 20), end=date(2026, 3, 21), is_all_day=True)
+    policy = user(skip={"all_day": False})
+    before = datetime(2026, 3, 20, 22, 30, tzinfo=UTC)  # 23:30 in Berlin
+    after = datetime(2026, 3, 20, 23, 30, tzinfo=UTC)  # 00:30 on the 21st
+
+    assert rules.decide(ev, policy, now=before).reason == "not_ended"
+    assert rules.decide(ev, policy, now=after).book
+
+
+@pytest.mark.parametrize(
+    ("match", "fields", "expected"),
+    [
+        ({"categories": ["Apollo", "Zephyr"]}, {"categories": ("ZEPHYR",)}, True),
+        ({"subject": r"(?i)apollo"}, {"subject": "Weekly APOLLO sync"}, True),
+        ({"subject": r"^\[APOLLO\]"}, {"subject": "Re: [APOLLO] sync"}, False),
+        ({"organizer": "boss@fabrikam.example"}, {"organizer": None}, False),
+        ({"attendee_domain": "fabrikam.example"},
+         {"attendees": ("x@notfabrikam.example",)}, False),
+        ({"location": "Room 4"}, {"location": None}, False),
+        ({"categories": ["Apollo"], "location": "Berlin"},
+         {"categories": ("Apollo",), "location": "Munich"}, False),
+    ],
+)
+def test_rule_conditions_more(match: dict[str, object], fields: dict[str, object],
+                              expected: bool) -> None:
+    """Any-of categories ignore case, regexes search, every condition must hold."""
+    policy = user(rules=[{"match": match, "project": APOLLO}], default_project=None,
+                  select={"categories": []})
+    fields.setdefault("categories", ())
+
+    assert rules.decide(event(**fields), policy, now=NOW).book is expected
+
+
+def test_max_duration_is_configurable() -> None:
+    """max_duration: 2h skips a three-hour meeting as too_long."""
+    ev = event(start=at(16, 9), end=at(16, 12))
+
+    assert rules.decide(ev, user(max_duration="2h"), now=NOW).reason == "too_long"
+    assert rules.decide(ev, user(), now=NOW).book
+
+
+def test_backdating_limit_is_configurable() -> None:
+    """backdating_limit: 3d skips a meeting four days old as too_old."""
+    ev = event(start=at(16, 9), end=at(16, 10))
+
+    assert rules.decide(ev, user(backdating_limit="3d"), now=NOW).reason == "too_old"
