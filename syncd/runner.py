@@ -9,6 +9,7 @@ A user's failure is classified here and never escapes to other users.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
@@ -16,8 +17,8 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -34,16 +35,49 @@ from syncd.errors import (
 )
 from syncd.model import Action, PassResult
 
-log = structlog.get_logger("syncd.runner")
-UTC = timezone.utc
+if TYPE_CHECKING:
+    from syncd.ledger import LeaseKeeper
 
+log = structlog.get_logger("syncd.runner")
+AUTH_ADVICE = ("no calls for this user until its credentials change: fix "
+               "graph.client_secret or the InLoox key, or run `syncd login`")
+QUIET_KINDS = frozenset({"lease_elsewhere", "still_running", "auth_required",
+                         "paused"})
+"""Passes that did nothing because the user is paused or served elsewhere:
+logged at DEBUG, so a paused user costs one clear line, not one per pass."""
 THROTTLE_PAUSE = timedelta(minutes=1)
 """How long a throttled mailbox rests when Graph gave no Retry-After."""
+
+LEASE_RENEW_MAX = timedelta(seconds=30)
+"""Leases are renewed every schedule interval, but at least this often."""
+
+_SERVING: set[str] = set()
+"""Mailboxes with a pass running in this process, across runners (a reload
+builds a new runner while the old one may still finish a pass): two passes
+of one user must never overlap, or one would take the other's claim for an
+interrupted one."""
 
 
 def default_owner() -> str:
     """A lease owner name unique to this process."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def request_deadline(config: Any) -> timedelta:
+    """The longest one HTTP request may take, all phases together."""
+    return 2 * config.http.timeout  # type: ignore[no-any-return]
+
+
+def lease_timing(config: Any) -> tuple[timedelta, timedelta]:
+    """``(ttl, renew_every)`` of per-user leases for this configuration.
+
+    Renewed every interval (at most every 30 s), a lease outlives three
+    missed renewals and two request deadlines: a process that stops
+    renewing stops its passes, and their last requests end, before another
+    process may take its users over.
+    """
+    renew_every = min(config.schedule.interval, LEASE_RENEW_MAX)
+    return max(3 * renew_every, 2 * request_deadline(config)), renew_every
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +107,8 @@ class Runner:
         self._source: Any = None
         self._targets: dict[str, Any] = {}
         self._inloox_limit: asyncio.Semaphore | None = None
+        self._leases: LeaseKeeper | None = None
+        self._fences: dict[str, int | None] = {}
         self.last_actions: dict[str, list[Action]] = {}
 
     # ---- clients -----------------------------------------------------------
@@ -84,6 +120,7 @@ class Runner:
         return HttpSettings(
             timeout=http.timeout.total_seconds(),
             connect_timeout=http.connect_timeout.total_seconds(),
+            total_timeout=request_deadline(self.config).total_seconds(),
             max_concurrency=http.max_concurrency,
             per_key_concurrency=per_key,
             max_attempts=self.config.retry.max_attempts,
@@ -101,7 +138,8 @@ class Runner:
             from syncd.graph import GraphCalendar
 
             graph = self.config.graph
-            mode = "app" if graph.auth == "client_credentials" else "delegated"
+            mode: Literal["app", "delegated"] = (
+                "app" if graph.auth == "client_credentials" else "delegated")
             self._source = GraphCalendar(
                 graph.base_url, self.auth(), mode=mode, page_size=graph.page_size,
                 ca_bundle=self.config.tls.ca_bundle,
@@ -126,9 +164,21 @@ class Runner:
             self._targets[key] = client
         return client
 
+    def leases(self) -> LeaseKeeper:
+        from syncd.ledger import LeaseKeeper
+
+        if self._leases is None:
+            ttl, renew_every = lease_timing(self.config)
+            self._leases = LeaseKeeper(
+                self.ledger, self.owner, [u.mailbox for u in self.config.users],
+                ttl=ttl, renew_every=renew_every,
+                request_deadline=request_deadline(self.config))
+        return self._leases
+
     async def aclose(self) -> None:
-        if self.use_leases:
-            self.ledger.release_leases(self.owner)
+        if self._leases is not None:
+            await self._leases.aclose()
+            self._leases = None
         if self._source is not None:
             await self._source.aclose()
         for client in self._targets.values():
@@ -144,14 +194,37 @@ class Runner:
         user = self.config.user(mailbox)
         started = time.monotonic()
         result = PassResult(user=mailbox, ok=True)
-        with bind_pass(mailbox):
-            try:
-                await self._pass(user, result)
-            except Exception as exc:  # noqa: BLE001 - classified, never lost
-                self._failed(user, result, exc)
-            result.duration = time.monotonic() - started
-            self._finish(user, result)
+        key = user.mailbox.lower()
+        if key in _SERVING:
+            result.error_kind = "still_running"
+            return result
+        _SERVING.add(key)
+        try:
+            with bind_pass(mailbox):
+                await self._guarded_pass(user, result)
+                result.duration = time.monotonic() - started
+                self._finish(user, result)
+        finally:
+            _SERVING.discard(key)
+            self._fences.pop(user.mailbox, None)
         return result
+
+    async def _guarded_pass(self, user: Any, result: PassResult) -> None:
+        """Run the pass as its own task, which the lease keeper may stop."""
+        inner = asyncio.ensure_future(self._pass(user, result))
+        try:
+            await inner
+        except asyncio.CancelledError:
+            outer = asyncio.current_task()
+            if (outer is not None and outer.cancelling()) or not self._lost(user):
+                raise
+            self._failed(user, result, LeaseLost(
+                "the lease was lost; the pass stopped", user=user.mailbox))
+        except Exception as exc:  # classified, never lost
+            self._failed(user, result, exc)
+
+    def _lost(self, user: Any) -> bool:
+        return self._leases is not None and self._leases.stopped(user.mailbox)
 
     async def _pass(self, user: Any, result: PassResult) -> None:
         now = self.clock()
@@ -160,15 +233,28 @@ class Runner:
             result.ok, result.error_kind, result.error = False, *blocked
             return
 
-        fence = self._lease(user.mailbox)
-        if fence is False:
+        ours, fence = self._lease(user.mailbox)
+        if not ours:
             result.error_kind = "lease_elsewhere"
             return
 
+        self._fences[user.mailbox] = fence
+        task = asyncio.current_task()
+        assert task is not None
+        serving = (self.leases().serving(user.mailbox, task) if self.use_leases
+                   else contextlib.nullcontext())
+        with serving:
+            await self._apply(user, result, now, fence)
+
+    async def _apply(self, user: Any, result: PassResult, now: datetime,
+                     fence: int | None) -> None:
+        in_doubt = self.ledger.mark_pending_in_doubt(user.mailbox, fence=fence)
+        if in_doubt:
+            log.warning("claims_in_doubt", count=in_doubt,
+                        detail="an earlier pass was interrupted; looked up first")
         before = self._requests(user.mailbox)
         ctx = PassContext(user=user, ledger=self.ledger, source=self.source(),
-                          target=self.target(user), now=now,
-                          fence=fence if isinstance(fence, int) else None)
+                          target=self.target(user), now=now, fence=fence)
         actions = await self.engine.run(ctx)
         self.last_actions[user.mailbox] = actions
         _count(result, ctx, actions)
@@ -177,7 +263,7 @@ class Runner:
             result.ok, result.error_kind = False, "transient"
             result.error = "a change could not be applied; the round is replayed"
         if self.ledger.user_state(user.mailbox) is not None:
-            self._clear_status(user)
+            self._clear_status(user, fence)
 
     def _blocked(self, user: Any, now: datetime) -> tuple[str, str] | None:
         """Why this user must not be served now (auth pause, throttle pause)."""
@@ -186,24 +272,24 @@ class Runner:
             return None
         if state.status == "auth_required":
             if state.reason == self._credential_stamp(user):
-                return "auth", "credentials were rejected; waiting for new ones"
+                return "auth_required", "credentials rejected; waiting for new ones"
             return None
         if state.paused_until is not None and state.paused_until > now:
-            return "throttled", f"paused until {state.paused_until.isoformat()}"
+            return "paused", f"throttled; paused until {state.paused_until.isoformat()}"
         return None
 
-    def _clear_status(self, user: Any) -> None:
+    def _clear_status(self, user: Any, fence: int | None) -> None:
         state = self.ledger.user_state(user.mailbox)
         if state is not None and state.status != "active":
-            self.ledger.set_user_status(user.mailbox, "active")
+            self.ledger.set_user_status(user.mailbox, "active", fence=fence)
+            log.info("user_resumed", previous=state.status)
 
-    def _lease(self, mailbox: str) -> int | bool | None:
-        """The fencing token of this user's lease; ``False`` when held elsewhere."""
+    def _lease(self, mailbox: str) -> tuple[bool, int | None]:
+        """Whether we serve this user now, and the fencing token of its lease."""
         if not self.use_leases:
-            return None
-        ttl = self.config.schedule.interval * 3 + self.config.pass_timeout
-        leases = self.ledger.acquire_leases(self.owner, [mailbox], ttl)
-        return leases.get(mailbox, False)
+            return True, None
+        fence = self.leases().take(mailbox)
+        return fence is not None, fence
 
     def _credential_stamp(self, user: Any) -> str:
         """Changes whenever the credentials a user depends on change."""
@@ -225,25 +311,36 @@ class Runner:
         result.ok = False
         result.error = str(exc)
         result.error_kind = _kind(exc)
-        now = self.clock()
+        try:
+            self._pause(user, result, exc)
+        except SyncdError as nested:
+            log.error("user_status_not_saved", error=str(nested))
+        if not isinstance(exc, SyncdError):
+            log.error("pass_crashed", exc_info=exc)
+
+    def _pause(self, user: Any, result: PassResult, exc: Exception) -> None:
+        """Auth failures wait for new credentials, throttling for its pause."""
         if isinstance(exc, AuthError):
             self.ledger.set_user_status(user.mailbox, "auth_required",
-                                        reason=self._credential_stamp(user))
-            log.error("user_auth_required", error=str(exc))
+                                        reason=self._credential_stamp(user),
+                                        fence=self._fences.get(user.mailbox))
+            log.error("user_auth_required", error=str(exc), advice=AUTH_ADVICE)
         elif isinstance(exc, ThrottledError):
             pause = timedelta(seconds=exc.retry_after or 0) or THROTTLE_PAUSE
             self.ledger.set_user_status(user.mailbox, "paused", reason="throttled",
-                                        paused_until=now + pause)
+                                        paused_until=self.clock() + pause,
+                                        fence=self._fences.get(user.mailbox))
             log.warning("user_throttled", pause_seconds=pause.total_seconds())
-        elif not isinstance(exc, SyncdError):
-            log.error("pass_crashed", exc_info=exc)
 
     def _finish(self, user: Any, result: PassResult) -> None:
         summary = _summary(result)
+        if result.error_kind in QUIET_KINDS:
+            log.debug("pass_skipped", reason=result.error_kind, error=result.error)
+            return
         try:
-            if result.error_kind != "lease_elsewhere":
-                self.ledger.record_pass(user.mailbox, ok=result.ok, summary=summary,
-                                        error=result.error)
+            self.ledger.record_pass(user.mailbox, ok=result.ok, summary=summary,
+                                    error=result.error,
+                                    fence=self._fences.get(user.mailbox))
         except SyncdError as exc:
             log.error("pass_record_failed", error=str(exc))
         level = log.info if result.ok else log.warning

@@ -5,6 +5,7 @@ several replicas sharing users through fenced row leases.  The schema is
 versioned with Alembic migrations shipped in ``migrations/``.
 """
 
+from syncd.ledger._keeper import LeaseKeeper
 from syncd.ledger._ledger import Ledger
 from syncd.ledger._migrate import head_revision
 from syncd.ledger._types import (
@@ -20,6 +21,7 @@ from syncd.ledger._types import (
 
 __all__ = [
     "Cursor",
+    "LeaseKeeper",
     "Ledger",
     "LedgerSchemaMissing",
     "LedgerSchemaTooNew",

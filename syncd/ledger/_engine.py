@@ -17,6 +17,15 @@ from syncd.errors import LedgerError
 
 BUSY_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_MS = 30_000
+"""PostgreSQL: no statement may hang a pass (the ledger is called synchronously)."""
+KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+"""PostgreSQL: notice a vanished server within about a minute, not hours."""
 READ_ONLY = "syncd_read_only"
 """Execution option: begin a deferred SQLite transaction (no write lock)."""
 
@@ -45,9 +54,13 @@ def create(url_text: str) -> Engine:
 
 
 def _postgres_engine(url: URL) -> Engine:
-    connect_args: dict[str, Any] = {}
+    connect_args: dict[str, Any] = {
+        k: v for k, v in KEEPALIVE.items() if k not in url.query
+    }
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    if "options" not in url.query:
+        connect_args["options"] = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 

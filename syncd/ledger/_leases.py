@@ -7,10 +7,10 @@ Taking a free lease bumps ``fence``; every fenced write checks it (see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Connection, delete, func, or_, select, update
 
 from syncd.ledger._schema import LEASES, OWNERS
 from syncd.ledger._sql import upsert
@@ -38,15 +38,20 @@ def keep_held(
     now: datetime,
     ttl: timedelta,
     limit: int | None,
+    busy: Collection[str] = (),
 ) -> dict[str, int]:
-    """Renew this owner's live leases, shedding any beyond ``limit``."""
-    held = connection.execute(
+    """Renew this owner's live leases, shedding any beyond ``limit``.
+
+    Users in ``busy`` (a pass is running for them) are shed last.
+    """
+    rows = connection.execute(
         select(LEASES.c.user, LEASES.c.fence)
         .where(LEASES.c.owner == owner, LEASES.c.user.in_(users))
         .where(LEASES.c.expires_at > now)
         .order_by(LEASES.c.user)
         .with_for_update()
     ).all()
+    held = sorted(rows, key=lambda row: row.user not in busy)
     keep = held if limit is None else held[:limit]
     shed = [row.user for row in held[len(keep) :]]
     if shed:
@@ -134,6 +139,10 @@ def heartbeat(connection: Connection, owner: str, now: datetime) -> None:
             index_elements=[OWNERS.c.owner], set_={"heartbeat_at": now}
         )
     )
+
+
+def forget_owner(connection: Connection, owner: str) -> None:
+    connection.execute(delete(OWNERS).where(OWNERS.c.owner == owner))
 
 
 def live_owners(connection: Connection, since: datetime) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -468,13 +468,14 @@ class Ledger:
         users: Sequence[str],
         ttl: timedelta,
         limit: int | None = None,
+        busy: Collection[str] = (),
     ) -> dict[str, int]:
         """The users ``owner`` now serves, with their fences.
 
         Live leases are renewed; leases beyond ``limit`` are given back (fair
-        spreading when owners join); free or expired ones are taken with
-        ``SKIP LOCKED`` up to ``limit``.  SQLite grants every user (fence 0):
-        the process lock makes it the only writer.
+        spreading when owners join), those in ``busy`` last; free or expired
+        ones are taken with ``SKIP LOCKED`` up to ``limit``.  SQLite grants
+        every user (fence 0): the process lock makes it the only writer.
         """
         if self.dialect != "postgresql":
             return dict.fromkeys(users, 0)
@@ -486,7 +487,7 @@ class Ledger:
         now = self._clock()
         with self._write("acquire leases") as connection:
             held = _leases.keep_held(
-                connection, owner, users, now=now, ttl=ttl, limit=limit
+                connection, owner, users, now=now, ttl=ttl, limit=limit, busy=busy
             )
             room = None if limit is None else limit - len(held)
             taken = _leases.grab_free(
@@ -516,6 +517,14 @@ class Ledger:
         """Tell the other replicas this owner is alive."""
         with self._write("heartbeat") as connection:
             _leases.heartbeat(connection, owner, self._clock())
+
+    def retire_owner(self, owner: str) -> None:
+        """A clean stop: give every lease back and drop the heartbeat."""
+        if self.dialect != "postgresql":
+            return
+        with self._write("retire owner") as connection:
+            _leases.release(connection, owner)
+            _leases.forget_owner(connection, owner)
 
     def live_owners(self, ttl: timedelta) -> int:
         """Owners whose heartbeat is younger than ``ttl`` (at least 1)."""

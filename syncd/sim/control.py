@@ -4,7 +4,10 @@ JSON in, JSON out.  Routes:
 
 - ``GET /_sim/state``: URLs, users, scenario name
 - ``GET /_sim/stats``, ``POST /_sim/stats/reset``
-- ``GET /_sim/faults``, ``POST /_sim/faults`` (knobs and injections, see Faults.apply)
+- ``GET /_sim/faults``, ``POST /_sim/faults`` (knobs and injections, see Faults.apply;
+  ``{"hold": {"point": "inloox_created"}}`` holds a request, ``{"release": {}}``
+  lets it go)
+- ``GET /_sim/holds``: requests armed and waiting at each hold point
 - ``GET /_sim/calendars/{mailbox}/events[?start=..&end=..]`` (stored, or the view)
 - ``POST /_sim/calendars/{mailbox}/events`` and ``.../series`` -> ``{"id"}``
 - ``PATCH`` / ``DELETE /_sim/calendars/{mailbox}/events/{id}``
@@ -49,6 +52,8 @@ def _route(sim: Simulator, request: Request, parts: list[str]) -> Response:
         if method == "POST":
             sim.faults.apply(request.json() or {})
         return json_response(200, sim.faults.to_json())
+    if parts == ["holds"]:
+        return json_response(200, sim.faults.holds_json())
     if parts[:1] == ["calendars"] and len(parts) >= 3:
         return _calendar(sim, request, parts[1], parts[2:])
     if parts == ["inloox", "entries"]:

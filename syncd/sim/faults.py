@@ -7,6 +7,7 @@ them to the control API.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +16,9 @@ from email.utils import format_datetime
 from typing import Any
 
 RetryAfter = int | float | str | None  # seconds, fractional, "date", or absent
+HOLD_POINTS = ("inloox_create", "inloox_created", "graph_page")
+"""Where a request can be held (see :meth:`Faults.hold`)."""
+HOLD_POLL = 0.01
 SYNC_STATE_CODES = ("SyncStateNotFound", "syncStateNotFound", "resyncRequired")
 
 
@@ -26,6 +30,16 @@ class _Injection:
     status: int = 0
     retry_after: RetryAfter = None
     pages_only: bool = False
+    mailbox: str | None = None  # only this mailbox's requests (Graph throttling)
+
+
+@dataclass
+class _Hold:
+    """One request held at a hold point until the test releases it."""
+
+    point: str
+    released: bool = False
+    answer: bool = True
 
 
 class Faults:
@@ -51,16 +65,23 @@ class Faults:
         self._drops = 0
         self._bad_gateways = 0
         self._revoked: set[str | None] = set()
+        self._hold_armed: Counter[str] = Counter()
+        self._holding: list[_Hold] = []
         self.delta_epochs: Counter[str] = Counter()
 
     # ----- arming -----------------------------------------------------
 
-    def throttle_graph(self, count: int = 1, retry_after: RetryAfter = 1) -> None:
-        """The next ``count`` Graph requests answer 429 (Retry-After as given:
-        int or float seconds, the string "date" for an HTTP date, None for
-        no header)."""
+    def throttle_graph(
+        self, count: int = 1, retry_after: RetryAfter = 1, mailbox: str | None = None
+    ) -> None:
+        """The next ``count`` Graph requests (of ``mailbox`` only, if given)
+        answer 429 (Retry-After as given: int or float seconds, the string
+        "date" for an HTTP date, None for no header)."""
+        wanted = mailbox.lower() if mailbox else None
         with self._lock:
-            self._graph_throttles.append(_Injection(count, 429, retry_after))
+            self._graph_throttles.append(
+                _Injection(count, 429, retry_after, mailbox=wanted)
+            )
 
     def fail_graph(
         self, status: int = 503, count: int = 1, *, pages_only: bool = True
@@ -91,6 +112,56 @@ class Faults:
         with self._lock:
             self._bad_gateways += count
 
+    def hold(self, point: str, count: int = 1) -> None:
+        """Hold the next ``count`` requests reaching ``point`` until released.
+
+        ``inloox_create``: a CreateTimeEntryFromGraphEvent arrived, nothing
+        committed yet.  ``inloox_created``: it committed, the answer is not
+        sent.  ``graph_page``: a continuation page of a delta round arrived.
+        :meth:`held` tells how many wait there; a crash test kills the client
+        then, and releases them.
+        """
+        if point not in HOLD_POINTS:
+            raise ValueError(f"unknown hold point {point!r}; one of {HOLD_POINTS}")
+        with self._lock:
+            self._hold_armed[point] += count
+
+    def held(self, point: str | None = None) -> int:
+        """Requests waiting at ``point`` (at any point for ``None``)."""
+        with self._lock:
+            return sum(1 for h in self._holding if point in (None, h.point))
+
+    def release(self, point: str | None = None, answer: bool = True) -> int:
+        """Let held requests go on (``answer=False``: close the connection
+        instead; at ``inloox_create`` nothing is committed then); disarm."""
+        with self._lock:
+            chosen = [h for h in self._holding if point in (None, h.point)]
+            for hold in chosen:
+                hold.released, hold.answer = True, answer
+            for name in [point] if point else list(self._hold_armed):
+                self._hold_armed.pop(name, None)
+            return len(chosen)
+
+    async def pass_point(self, point: str) -> bool:
+        """Server side: wait here if a hold is armed; False means drop it."""
+        with self._lock:
+            if self._hold_armed[point] <= 0:
+                return True
+            self._hold_armed[point] -= 1
+            hold = _Hold(point)
+            self._holding.append(hold)
+        while True:
+            with self._lock:
+                if hold.released:
+                    self._holding.remove(hold)
+                    return hold.answer
+            await asyncio.sleep(HOLD_POLL)
+
+    def holds_json(self) -> dict[str, Any]:
+        with self._lock:
+            waiting = Counter(h.point for h in self._holding if not h.released)
+            return {"armed": dict(self._hold_armed), "held": dict(waiting)}
+
     def reject_client_secret(self, rejected: bool = True) -> None:
         with self._lock:
             self.client_secret_rejected = rejected
@@ -102,8 +173,8 @@ class Faults:
 
     # ----- consuming (server side) ------------------------------------
 
-    def take_graph_throttle(self) -> _Injection | None:
-        return self._take(self._graph_throttles, continuation=False)
+    def take_graph_throttle(self, mailbox: str | None = None) -> _Injection | None:
+        return self._take(self._graph_throttles, continuation=False, mailbox=mailbox)
 
     def take_graph_failure(self, continuation: bool) -> _Injection | None:
         return self._take(self._graph_failures, continuation)
@@ -131,10 +202,14 @@ class Faults:
             revoked, self._revoked = self._revoked, set()
             return revoked
 
-    def _take(self, queue: list[_Injection], continuation: bool) -> _Injection | None:
+    def _take(
+        self, queue: list[_Injection], continuation: bool, mailbox: str | None = None
+    ) -> _Injection | None:
         with self._lock:
             for injection in queue:
                 if injection.pages_only and not continuation:
+                    continue
+                if injection.mailbox not in (None, (mailbox or "").lower()):
                     continue
                 injection.count -= 1
                 if injection.count <= 0:
@@ -172,6 +247,8 @@ class Faults:
             "bad_gateway_after_commit": self.bad_gateway_after_commit,
             "reject_client_secret": self.reject_client_secret,
             "revoke_refresh_tokens": self.revoke_refresh_tokens,
+            "hold": self.hold,
+            "release": self.release,
         }
         for name, value in changes.items():
             if name in actions:

@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from syncd.sim.calendar import Calendar, EventNotFound
 from syncd.sim.faults import RetryAfter, retry_after_header
-from syncd.sim.http import Request, Response, json_response
+from syncd.sim.http import Request, Response, dropped, json_response
 from syncd.sim.identity import Grant
 
 if TYPE_CHECKING:
@@ -105,10 +105,9 @@ class Graph:
             response = await self._handle(request)
         except GraphError as error:
             response = error.response
+        status = 0 if response.drop else response.status
         self._sim.update_stats(
-            lambda s: s.requests.update(
-                [("graph", request.method, kind, response.status)]
-            )
+            lambda s: s.requests.update([("graph", request.method, kind, status)])
         )
         return response
 
@@ -130,6 +129,8 @@ class Graph:
             if delay:
                 await asyncio.sleep(delay)
             continuation = "$skiptoken" in request.query
+            if continuation and not await self._sim.faults.pass_point("graph_page"):
+                return dropped()
             failure = self._sim.faults.take_graph_failure(continuation)
             if failure is not None:
                 raise GraphError(
@@ -185,7 +186,7 @@ class Graph:
 
     def _throttle(self, mailbox: str) -> None:
         faults = self._sim.faults
-        injected = faults.take_graph_throttle()
+        injected = faults.take_graph_throttle(mailbox)
         if injected is not None:
             self._sim.update_stats(_count_throttled)
             raise _throttled(

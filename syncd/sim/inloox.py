@@ -119,7 +119,14 @@ class InLoox:
             delay = self._sim.faults.latency.get("inloox", 0.0)
             if delay:
                 await asyncio.sleep(delay)
-            return self._route(request, user)
+            creates = _kind(request.path) == "create_from_event"
+            faults = self._sim.faults
+            if creates and not await faults.pass_point("inloox_create"):
+                return dropped()
+            response = self._route(request, user)
+            if creates and not await faults.pass_point("inloox_created"):
+                return dropped()
+            return response
         finally:
             with self._lock:
                 self._in_flight -= 1
