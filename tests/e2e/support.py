@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -211,3 +212,19 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             pytest.fail(f"{what}: not within {timeout:g}s")
         time.sleep(0.1)
+
+
+def log_events(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a syncd output (other lines are left out)."""
+    events = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+    return events
+
+
+def event_names(text: str) -> list[str]:
+    return [str(e.get("event")) for e in log_events(text)]

@@ -1,0 +1,116 @@
+"""A wrong configuration: `check-config` names every problem, the daemon refuses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.support import CliResult, event_names, run_syncd
+
+EX_CONFIG = 78
+
+SYNCD_YAML = """\
+ledger:
+  url: sqlite:///{ledger}
+schedule:
+  interval: 5 minutes
+graph:
+  base_url: https://127.0.0.1:9/v1.0
+  authority: https://127.0.0.1:9/7c9e6679-7425-40de-944b-e07fc1f90ae7
+  client_id: 0f4a9d6e-3b2c-4e51-8a7f-6d1e2c3b4a59
+  client_secret: ${{SYNCD_GRAPH_CLIENT_SECRET}}
+inloox:
+  base_url: https://127.0.0.1:9/odata
+  api_key: ${{SYNCD_INLOOX_API_KEY}}
+  colour: blue
+users_dir: users.d
+"""
+ALICE_YAML = """\
+mailbox: alice@contoso.example
+timezone: Europe/Berlln
+select:
+  categories: [Track]
+"""
+BOB_YAML = """\
+mailbox: bob@contoso.example
+timezone: America/Los_Angeles
+select:
+  categories: [Track]
+"""
+SECRETS = {"SYNCD_GRAPH_CLIENT_SECRET": "not-a-real-secret",
+           "SYNCD_INLOOX_API_KEY": "not-a-real-key"}
+
+
+def write_config(directory: Path, syncd_yaml: str = SYNCD_YAML,
+                 users: dict[str, str] | None = None) -> Path:
+    """syncd.yaml and users.d/ in ``directory``; returns syncd.yaml."""
+    (directory / "users.d").mkdir(parents=True)
+    for name, text in (users or {"alice": ALICE_YAML, "bob": BOB_YAML}).items():
+        (directory / "users.d" / f"{name}.yaml").write_text(text, encoding="utf-8")
+    path = directory / "syncd.yaml"
+    path.write_text(syncd_yaml.format(ledger=directory / "ledger.db"),
+                    encoding="utf-8")
+    return path
+
+
+def problem_lines(result: CliResult) -> list[str]:
+    return [line for line in result.stderr.splitlines() if ".yaml:" in line]
+
+
+def test_check_config_names_all_three_mistakes(tmp_path: Path) -> None:
+    """check-config names three mistakes by file, line and key, and exits 78."""
+    path = write_config(tmp_path)
+    alice = tmp_path / "users.d" / "alice.yaml"
+
+    result = run_syncd("check-config", "-c", str(path), env=SECRETS)
+
+    assert result.code == EX_CONFIG, result
+    lines = problem_lines(result)
+    assert len(lines) == 3, result
+    assert lines[0].startswith(f"{path}:4: schedule.interval:")
+    assert "5 minutes" in lines[0]
+    assert lines[1].startswith(f"{path}:13: inloox.colour:")
+    assert lines[2].startswith(f"{alice}:2: timezone:")
+    assert "Europe/Berlln" in lines[2]
+    assert "3 configuration problems found" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_run_refuses_to_start_on_the_same_file(tmp_path: Path) -> None:
+    """`syncd run` on that file exits 78 listing the problems, without starting."""
+    path = write_config(tmp_path)
+
+    result = run_syncd("run", "-c", str(path), env=SECRETS, timeout=20)
+
+    assert result.code == EX_CONFIG, result
+    assert len(problem_lines(result)) == 3, result
+    assert "service_started" not in event_names(result.stderr)
+    assert not (tmp_path / "ledger.db").exists()
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    """The same configuration with its mistakes fixed passes check-config (exit 0)."""
+    fixed = SYNCD_YAML.replace("5 minutes", "5m").replace("  colour: blue\n", "")
+    path = write_config(tmp_path, fixed, {"alice": ALICE_YAML.replace(
+        "Berlln", "Berlin"), "bob": BOB_YAML})
+
+    result = run_syncd("check-config", "-c", str(path), env=SECRETS)
+
+    assert result.code == 0, result
+    assert "2 user(s)" in result.stdout
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "product bug: with every user file rejected, `syncd run` starts a daemon "
+    "with 0 users instead of exiting 78 (syncd/cli.py _load, syncd/daemon.py "
+    "load_config)"))
+def test_run_refuses_when_every_user_is_rejected(tmp_path: Path) -> None:
+    """`syncd run` exits 78 when its only user's file is wrong: nothing to serve."""
+    good_global = SYNCD_YAML.replace("5 minutes", "5m").replace("  colour: blue\n",
+                                                                "")
+    path = write_config(tmp_path, good_global, {"alice": ALICE_YAML})
+
+    result = run_syncd("run", "-c", str(path), env=SECRETS, timeout=3)
+
+    assert result.code == EX_CONFIG, result
