@@ -66,14 +66,18 @@ async def _serve(path: Path, only: str | None, ledger: Ledger, first: Any) -> No
             return loaded.pop()
         config = _only(load_config(path), only)
         if config.ledger.url != first.ledger.url:
-            log.warning("ledger_url_changed_ignored",
-                        detail="ledger.url takes effect after a restart")
+            log.warning(
+                "ledger_url_changed_ignored",
+                detail="ledger.url takes effect after a restart",
+            )
         return config
 
-    service: Service[Any] = Service(load, lambda config: Runner(config, ledger),
-                                    ready_check=ledger.ping,
-                                    user_states=lambda users: _user_states(ledger,
-                                                                           users))
+    service: Service[Any] = Service(
+        load,
+        lambda config: Runner(config, ledger),
+        ready_check=ledger.ping,
+        user_states=lambda users: _user_states(ledger, users),
+    )
     await service.run()
 
 
@@ -92,5 +96,8 @@ def _only(config: Any, mailbox: str | None) -> Any:
     if mailbox is None:
         return config
     users = tuple(u for u in config.users if u.mailbox == mailbox)
-    return config.model_copy(update={"users": users}) if hasattr(
-        config, "model_copy") else dataclasses.replace(config, users=users)
+    return (
+        config.model_copy(update={"users": users})
+        if hasattr(config, "model_copy")
+        else dataclasses.replace(config, users=users)
+    )

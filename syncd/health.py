@@ -25,8 +25,12 @@ Probe = Callable[[], Awaitable[str | None]]
 
 _REQUEST_TIMEOUT = 5.0
 _MAX_REQUEST_HEAD = 16 * 1024
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +52,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class HealthServer:
     """Serve metrics and probes until :meth:`close`."""
 
-    def __init__(self, listen: str, *, livez: Probe, readyz: Probe,
-                 registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self,
+        listen: str,
+        *,
+        livez: Probe,
+        readyz: Probe,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
         self.listen = listen
         self._probes = {"/livez": livez, "/readyz": readyz}
         self._registry = registry
@@ -78,17 +88,24 @@ class HealthServer:
         await self._server.wait_closed()
         self._server = None
 
-    async def _serve(self, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"),
-                                          _REQUEST_TIMEOUT)
+            head = await asyncio.wait_for(
+                reader.readuntil(b"\r\n\r\n"), _REQUEST_TIMEOUT
+            )
             method, path = _request_line(head)
             response = await self._respond(method, path)
             writer.write(_encode(response, head_only=method == "HEAD"))
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError, ValueError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+            ValueError,
+        ):
             pass
         finally:
             writer.close()

@@ -39,25 +39,52 @@ NOISY_LOGGERS = (
     "msgraph",
     "msgraph_core",
     "sqlalchemy",
+    "alembic",  # INFO lines for every plugin; syncd logs ledger_migrating itself
     "apscheduler",
     "uvicorn.access",
 )
 """Libraries that stay at WARNING whatever syncd's own level is."""
 
-SECRET_KEYS = frozenset({
-    "token", "access_token", "refresh_token", "id_token", "device_code",
-    "secret", "client_secret", "client_assertion", "api_key", "apikey",
-    "x_api_key", "password", "passwd", "authorization", "proxy_authorization",
-    "cookie", "set_cookie", "credential", "credentials", "body", "body_preview",
-    "bodypreview", "content",
-})
+SECRET_KEYS = frozenset(
+    {
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "device_code",
+        "secret",
+        "client_secret",
+        "client_assertion",
+        "api_key",
+        "apikey",
+        "x_api_key",
+        "password",
+        "passwd",
+        "authorization",
+        "proxy_authorization",
+        "cookie",
+        "set_cookie",
+        "credential",
+        "credentials",
+        "body",
+        "body_preview",
+        "bodypreview",
+        "content",
+    }
+)
 """Keys whose values never reach a log line (compared case-insensitively)."""
 
 _SECRET_SUFFIXES = ("_token", "_secret", "_password", "_api_key", "_apikey")
 
 _SYSLOG_PRIORITY = {
-    "critical": 2, "exception": 3, "error": 3, "warning": 4, "warn": 4,
-    "notice": 5, "info": 6, "debug": 7,
+    "critical": 2,
+    "exception": 3,
+    "error": 3,
+    "warning": 4,
+    "warn": 4,
+    "notice": 5,
+    "info": 6,
+    "debug": 7,
 }
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -134,8 +161,9 @@ def _redact_value(value: object) -> object:
     if isinstance(value, bytes | bytearray):
         return f"<{len(value)} bytes>"
     if isinstance(value, Mapping):
-        return {k: MASK if _is_secret_key(k) else _redact_value(v)
-                for k, v in value.items()}
+        return {
+            k: MASK if _is_secret_key(k) else _redact_value(v) for k, v in value.items()
+        }
     if isinstance(value, list | tuple | set | frozenset):
         return [_redact_value(v) for v in value]
     return redact_text(str(value))
@@ -257,9 +285,7 @@ def configure_logging(
     )
 
 
-def _install_handler(
-    formatter: logging.Formatter, stream: TextIO, level: int
-) -> None:
+def _install_handler(formatter: logging.Formatter, stream: TextIO, level: int) -> None:
     """Replace syncd's root handler (a second call reconfigures, not doubles)."""
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:

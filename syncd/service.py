@@ -303,15 +303,22 @@ class Service(Generic[C]):
         self._status = f"{len(config.users)} users; waiting for the first pass"
         self._notifier.ready(self._status)
         self.ready.set()
-        log.info("service_started", users=len(config.users),
-                 interval=config.interval.total_seconds(),
-                 metrics_listen=config.metrics_listen, version=__version__)
+        log.info(
+            "service_started",
+            users=len(config.users),
+            interval=config.interval.total_seconds(),
+            metrics_listen=config.metrics_listen,
+            version=__version__,
+        )
 
     async def _shutdown(self) -> None:
         self._stopping = True
         self._notifier.stopping("stopping")
-        log.info("service_stopping", reason=self._stop_reason,
-                 running_passes=len(self._running))
+        log.info(
+            "service_stopping",
+            reason=self._stop_reason,
+            running_passes=len(self._running),
+        )
 
         if self._scheduler is not None:
             self._scheduler.pause()
@@ -421,19 +428,28 @@ class Service(Generic[C]):
         self._notifier.status(self._status)
         await self._refresh_states([mailbox])
 
-    async def _guarded_pass(self, runner: PassRunner, mailbox: str,
-                            timeout: float) -> PassResult:
+    async def _guarded_pass(
+        self, runner: PassRunner, mailbox: str, timeout: float
+    ) -> PassResult:
         """Run the pass; a hung or broken pass becomes a failed result."""
         try:
             return await asyncio.wait_for(runner.run_pass(mailbox), timeout)
         except TimeoutError:
             log.error("pass_timed_out", timeout=timeout)
-            return PassResult(user=mailbox, ok=False, error_kind="timeout",
-                              error=f"pass exceeded {timeout:g}s")
+            return PassResult(
+                user=mailbox,
+                ok=False,
+                error_kind="timeout",
+                error=f"pass exceeded {timeout:g}s",
+            )
         except Exception as error:
             log.exception("pass_crashed")
-            return PassResult(user=mailbox, ok=False, error_kind="internal",
-                              error=type(error).__name__)
+            return PassResult(
+                user=mailbox,
+                ok=False,
+                error_kind="internal",
+                error=type(error).__name__,
+            )
 
     # ---- reload ------------------------------------------------------------------
 
@@ -459,18 +475,27 @@ class Service(Generic[C]):
             await self._start_health(config.metrics_listen)
 
         CONFIG_RELOADS.labels(result="ok").inc()
-        log.info("config_reloaded", users=len(config.users), added=sorted(added),
-                 removed=sorted(removed), interval=config.interval.total_seconds())
+        log.info(
+            "config_reloaded",
+            users=len(config.users),
+            added=sorted(added),
+            removed=sorted(removed),
+            interval=config.interval.total_seconds(),
+        )
         return True
 
     def _refuse(self, problems: list[str]) -> bool:
         CONFIG_RELOADS.labels(result="refused").inc()
-        log.error("config_reload_refused", problems=problems,
-                  users=len(self.config.users) if self.config else 0)
+        log.error(
+            "config_reload_refused",
+            problems=problems,
+            users=len(self.config.users) if self.config else 0,
+        )
         return False
 
-    def _reschedule(self, old: ServiceConfig,
-                    new: ServiceConfig) -> tuple[set[str], set[str]]:
+    def _reschedule(
+        self, old: ServiceConfig, new: ServiceConfig
+    ) -> tuple[set[str], set[str]]:
         added = set(new.users) - set(old.users)
         removed = set(old.users) - set(new.users)
         self._unschedule(removed)
@@ -542,8 +567,9 @@ class Service(Generic[C]):
         if listen is None:
             return
 
-        self._health = HealthServer(listen, livez=self._liveness,
-                                    readyz=self._readiness)
+        self._health = HealthServer(
+            listen, livez=self._liveness, readyz=self._readiness
+        )
         await self._health.start()
 
     async def _stop_health(self) -> None:
@@ -586,8 +612,9 @@ class Service(Generic[C]):
             return None
 
         try:
-            outcome = await asyncio.wait_for(_call(self._ready_check),
-                                             READY_CHECK_TIMEOUT)
+            outcome = await asyncio.wait_for(
+                _call(self._ready_check), READY_CHECK_TIMEOUT
+            )
         except TimeoutError:
             return "ready check timed out"
         except Exception as error:
@@ -639,8 +666,11 @@ _STILL_RUNNING_FILTER = _StillRunningFilter()
 def _still_running(event: JobSubmissionEvent) -> None:
     """A user's next pass came due while the previous one had not ended."""
     PASSES_SKIPPED.labels(reason="still_running").inc()
-    log.debug("pass_skipped", user=str(event.job_id).removeprefix(_JOB_PREFIX),
-              reason="still_running")
+    log.debug(
+        "pass_skipped",
+        user=str(event.job_id).removeprefix(_JOB_PREFIX),
+        reason="still_running",
+    )
 
 
 async def _call(check: Callable[[], object]) -> object:

@@ -36,8 +36,11 @@ def applied() -> list[Doc]:
 
 def one(kind: str, name: str | None = None) -> Doc:
     """The single applied object of ``kind`` (and ``name``)."""
-    found = [d for d in applied() if d["kind"] == kind
-             and (name is None or d["metadata"]["name"] == name)]
+    found = [
+        d
+        for d in applied()
+        if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
     assert len(found) == 1, f"{kind} {name}: {len(found)} found"
     return found[0]
 
@@ -105,10 +108,13 @@ def test_ledger_is_postgresql_with_password_from_a_secret(container: Doc) -> Non
     assert password["valueFrom"]["secretKeyRef"]["key"] == "password"
 
 
-@pytest.mark.parametrize(("probe", "path"), [
-    ("livenessProbe", "/livez"),
-    ("readinessProbe", "/readyz"),
-])
+@pytest.mark.parametrize(
+    ("probe", "path"),
+    [
+        ("livenessProbe", "/livez"),
+        ("readinessProbe", "/readyz"),
+    ],
+)
 def test_probes_hit_health_endpoints_on_metrics_port(
     container: Doc, probe: str, path: str
 ) -> None:
@@ -146,9 +152,7 @@ def test_container_security_context_is_restricted(container: Doc) -> None:
     assert context["seccompProfile"]["type"] == "RuntimeDefault"
 
 
-def test_secret_is_mounted_where_credentials_are_read(
-    pod: Doc, container: Doc
-) -> None:
+def test_secret_is_mounted_where_credentials_are_read(pod: Doc, container: Doc) -> None:
     """The credentials Secret is mounted at $CREDENTIALS_DIRECTORY."""
     directory = env(container)["CREDENTIALS_DIRECTORY"]["value"]
 
@@ -156,9 +160,7 @@ def test_secret_is_mounted_where_credentials_are_read(
     assert mounts(container)["credentials"] == directory
 
 
-def test_configmaps_are_mounted_for_config_and_users(
-    pod: Doc, container: Doc
-) -> None:
+def test_configmaps_are_mounted_for_config_and_users(pod: Doc, container: Doc) -> None:
     """syncd.yaml and the users.d files come from the ConfigMaps."""
     assert volume(pod, "config")["configMap"]["name"] == "syncd-config"
     assert volume(pod, "users")["configMap"]["name"] == "syncd-users"
@@ -245,14 +247,27 @@ def test_configmaps_pass_check_config(tmp_path: Path) -> None:
     credentials.mkdir()
     for key in ("graph.client_secret", "inloox.api_key"):
         (credentials / key).write_text("not-a-real-secret\n")
-    env = {**os.environ, "SYNCD_LEDGER_PASSWORD": "not-a-real-password",
-           "CREDENTIALS_DIRECTORY": str(credentials),
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "SYNCD_LEDGER_PASSWORD": "not-a-real-password",
+        "CREDENTIALS_DIRECTORY": str(credentials),
+        "PYTHONPATH": str(ROOT),
+    }
 
     result = subprocess.run(
-        [sys.executable, "-c", "from syncd.cli import main; main()",
-         "check-config", "-c", str(layout["syncd-config"] / "syncd.yaml")],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        [
+            sys.executable,
+            "-c",
+            "from syncd.cli import main; main()",
+            "check-config",
+            "-c",
+            str(layout["syncd-config"] / "syncd.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr

@@ -139,8 +139,9 @@ def test_unit_checks_config_before_start_and_reload(unit: str) -> None:
     binary = USER_BINARY if unit == USER_UNIT else SYSTEM_BINARY
     reload = values(unit, "ExecReload")
 
-    assert any(v.startswith(f"{binary} check-config -c ") for v in
-               values(unit, "ExecStartPre"))
+    assert any(
+        v.startswith(f"{binary} check-config -c ") for v in values(unit, "ExecStartPre")
+    )
     assert reload[0].startswith(f"{binary} check-config -c ")
     assert reload[-1] == "/bin/kill -HUP $MAINPID"
 
@@ -156,8 +157,9 @@ def test_template_serves_only_its_instance() -> None:
     """syncd@.service passes its mailbox to `run --user` and has its own state."""
     unit = "syncd@.service"
 
-    assert values(unit, "ExecStart")[0].endswith(" run -c /etc/syncd/syncd.yaml "
-                                                 "--user %I")
+    assert values(unit, "ExecStart")[0].endswith(
+        " run -c /etc/syncd/syncd.yaml --user %I"
+    )
     assert values(unit, "StateDirectory") == ["syncd/%i"]
 
 

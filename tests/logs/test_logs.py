@@ -80,11 +80,11 @@ def test_stdlib_records_share_the_fields() -> None:
     stream = io.StringIO()
     configure_logging(stream=stream)
 
-    logging.getLogger("alembic.runtime.migration").info("Running upgrade %s", "0001")
+    logging.getLogger("alembic.runtime.migration").warning("Running upgrade %s", "0001")
 
     [line] = _lines(stream)
     assert line["event"] == "Running upgrade 0001"
-    assert line["level"] == "info"
+    assert line["level"] == "warning"
     assert line["logger"] == "alembic.runtime.migration"
     assert str(line["timestamp"]).endswith("Z")
 
@@ -183,3 +183,30 @@ def test_bind_pass_ids_differ_per_pass() -> None:
         pass
 
     assert first != second
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "httpx",
+        "msal.application",
+        "sqlalchemy.engine.Engine",
+        "apscheduler.scheduler",
+        "alembic.runtime.migration",
+    ],
+)
+def test_library_records_get_context_fields_and_redaction(name: str) -> None:
+    """A library's warning carries the pass context and is redacted like ours."""
+    stream = io.StringIO()
+    configure_logging(stream=stream, level="debug")
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJvaWQiOiIxMjM0NTY3OCJ9.c2lnbmF0dXJlLXBhcnQ"
+
+    with bind_pass("alice@contoso.example") as pass_id:
+        logging.getLogger(name).warning("sent Authorization: Bearer %s", token)
+
+    [line] = _lines(stream)
+    assert line["logger"] == name
+    assert line["level"] == "warning"
+    assert (line["user"], line["pass_id"]) == ("alice@contoso.example", pass_id)
+    assert token not in str(line["event"])
+    assert str(line["timestamp"]).endswith("Z")

@@ -26,6 +26,7 @@ def _restore_logging() -> Iterator[None]:
 
 def _jwt() -> str:
     """A JWT-shaped token made at run time, so it is in no source line."""
+
     def part(data: dict[str, object]) -> str:
         raw = json.dumps(data).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -90,8 +90,11 @@ def test_watchdog_interval_is_half_the_timeout() -> None:
 
 def test_watchdog_for_another_pid_is_ignored() -> None:
     """WATCHDOG_PID naming another process disables the watchdog here."""
-    env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "2000000",
-           "WATCHDOG_PID": str(os.getpid() + 1)}
+    env = {
+        "NOTIFY_SOCKET": "/run/x",
+        "WATCHDOG_USEC": "2000000",
+        "WATCHDOG_PID": str(os.getpid() + 1),
+    }
 
     assert Notifier.from_env(env).watchdog_interval is None
 

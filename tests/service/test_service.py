@@ -38,8 +38,13 @@ DURATION_COUNT = "syncd_pass_duration_seconds_count"
 class FakeRunner:
     """A PassRunner seam: records passes, can be slow or hang once per user."""
 
-    def __init__(self, *, delay: float = 0.0, hang_once: frozenset[str] = frozenset(),
-                 fail: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        *,
+        delay: float = 0.0,
+        hang_once: frozenset[str] = frozenset(),
+        fail: frozenset[str] = frozenset(),
+    ) -> None:
         self.delay = delay
         self.hang_once = set(hang_once)
         self.fail = fail
@@ -72,8 +77,9 @@ class FakeRunner:
         if mailbox in self.fail:
             raise RuntimeError("runner broke its contract")
         self.finished.append(mailbox)
-        return PassResult(user=mailbox, ok=True, seen=2, booked=1,
-                          skipped={"all_day": 1})
+        return PassResult(
+            user=mailbox, ok=True, seen=2, booked=1, skipped={"all_day": 1}
+        )
 
     async def aclose(self) -> None:
         self.closed = True
@@ -81,14 +87,17 @@ class FakeRunner:
 
 def _config(*users: str, **overrides: object) -> ServiceConfig:
     settings: dict[str, object] = {
-        "interval": TICK, "jitter": timedelta(0), "pass_timeout": timedelta(seconds=2),
+        "interval": TICK,
+        "jitter": timedelta(0),
+        "pass_timeout": timedelta(seconds=2),
     }
     settings.update(overrides)
     return ServiceConfig(users=users, **settings)  # type: ignore[arg-type]
 
 
-def _service(config: ServiceConfig, runner: FakeRunner,
-             **kwargs: object) -> Service[ServiceConfig]:
+def _service(
+    config: ServiceConfig, runner: FakeRunner, **kwargs: object
+) -> Service[ServiceConfig]:
     kwargs.setdefault("notifier", Notifier(None))
     kwargs.setdefault("install_signal_handlers", False)
     return Service(lambda: config, lambda _: runner, **kwargs)  # type: ignore[arg-type]
@@ -102,9 +111,11 @@ async def _until(predicate: Callable[[], object], timeout: float = 3.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def _run(service: Service[ServiceConfig],
-         scenario: Callable[[], Awaitable[None]]) -> None:
+def _run(
+    service: Service[ServiceConfig], scenario: Callable[[], Awaitable[None]]
+) -> None:
     """Run the service, play the scenario once it is ready, then stop it."""
+
     async def main() -> None:
         task = asyncio.create_task(service.run())
         await asyncio.wait_for(service.ready.wait(), 2)
@@ -208,8 +219,12 @@ def test_reload_adds_and_removes_users() -> None:
         runners.append(FakeRunner())
         return runners[-1]
 
-    service = Service(lambda: configs[0], factory, notifier=Notifier(None),
-                      install_signal_handlers=False)
+    service = Service(
+        lambda: configs[0],
+        factory,
+        notifier=Notifier(None),
+        install_signal_handlers=False,
+    )
 
     async def scenario() -> None:
         await _until(lambda: runners[0].finished)
@@ -232,8 +247,12 @@ def test_reload_with_new_interval_reschedules_kept_users() -> None:
     """A shorter interval on reload applies to users already scheduled."""
     configs = [_config(ALICE, interval=timedelta(hours=1)), _config(ALICE)]
     runner = FakeRunner()
-    service = Service(lambda: configs[0], lambda _: runner, notifier=Notifier(None),
-                      install_signal_handlers=False)
+    service = Service(
+        lambda: configs[0],
+        lambda _: runner,
+        notifier=Notifier(None),
+        install_signal_handlers=False,
+    )
 
     async def scenario() -> None:
         await asyncio.sleep(0.3)
@@ -252,8 +271,11 @@ def test_reload_notifies_reloading_then_ready(
 ) -> None:
     """Around a reload systemd sees RELOADING=1 (with MONOTONIC_USEC), READY=1."""
     path, sock = notify_socket
-    service = _service(_config(ALICE, interval=timedelta(seconds=5)), FakeRunner(),
-                       notifier=Notifier(path))
+    service = _service(
+        _config(ALICE, interval=timedelta(seconds=5)),
+        FakeRunner(),
+        notifier=Notifier(path),
+    )
 
     async def scenario() -> None:
         _received(sock)
@@ -367,8 +389,9 @@ def test_bad_config_at_start_raises_before_anything_runs() -> None:
         raise ConfigError([problem])
 
     runner = FakeRunner()
-    service = Service(load, lambda _: runner, notifier=Notifier(None),
-                      install_signal_handlers=False)
+    service = Service(
+        load, lambda _: runner, notifier=Notifier(None), install_signal_handlers=False
+    )
 
     with pytest.raises(ConfigError):
         asyncio.run(service.run())
@@ -439,8 +462,10 @@ def test_record_pass_feeds_the_metrics() -> None:
     record_pass(result, duration=0.5, now=1_700_000_000.0)
 
     assert _sample("syncd_events_total", outcome="booked", reason="") == booked + 2
-    assert _sample("syncd_events_total", outcome="skipped",
-                   reason="declined") == declined + 3
+    assert (
+        _sample("syncd_events_total", outcome="skipped", reason="declined")
+        == declined + 3
+    )
     assert _sample("syncd_last_success_timestamp_seconds", user=user) == 1_700_000_000.0
 
 
@@ -450,8 +475,9 @@ def test_failed_pass_keeps_the_last_success_time() -> None:
     record_pass(PassResult(user=user, ok=True), duration=0.1, now=100.0)
     auth = _sample(DURATION_COUNT, result="auth")
 
-    record_pass(PassResult(user=user, ok=False, error_kind="auth"), duration=0.1,
-                now=200.0)
+    record_pass(
+        PassResult(user=user, ok=False, error_kind="auth"), duration=0.1, now=200.0
+    )
 
     assert _sample("syncd_last_success_timestamp_seconds", user=user) == 100.0
     assert _sample(DURATION_COUNT, result="auth") == auth + 1
@@ -460,8 +486,9 @@ def test_failed_pass_keeps_the_last_success_time() -> None:
 def test_service_config_from_the_real_config_shape() -> None:
     """The builder reads schedule, metrics, pass_timeout and users' mailboxes."""
     config = SimpleNamespace(
-        schedule=SimpleNamespace(interval=timedelta(minutes=5),
-                                 jitter=timedelta(seconds=30)),
+        schedule=SimpleNamespace(
+            interval=timedelta(minutes=5), jitter=timedelta(seconds=30)
+        ),
         metrics=SimpleNamespace(listen="127.0.0.1:9464"),
         pass_timeout=timedelta(minutes=10),
         users=(SimpleNamespace(mailbox=ALICE), SimpleNamespace(mailbox=BOB)),
@@ -470,8 +497,36 @@ def test_service_config_from_the_real_config_shape() -> None:
     view = service_config_from(config)
 
     assert view == ServiceConfig(
-        users=(ALICE, BOB), interval=timedelta(minutes=5),
-        jitter=timedelta(seconds=30), pass_timeout=timedelta(minutes=10),
-        metrics_listen="127.0.0.1:9464", max_parallel_passes=8,
+        users=(ALICE, BOB),
+        interval=timedelta(minutes=5),
+        jitter=timedelta(seconds=30),
+        pass_timeout=timedelta(minutes=10),
+        metrics_listen="127.0.0.1:9464",
+        max_parallel_passes=8,
         stop_grace=timedelta(seconds=20),
     )
+
+
+def test_users_gauge_counts_users_by_ledger_state() -> None:
+    """syncd_users follows the states the ledger reports, refreshed per pass."""
+    states = {ALICE: "auth_required"}
+    asked: list[list[str]] = []
+
+    def user_states(mailboxes: list[str]) -> dict[str, str]:
+        asked.append(list(mailboxes))
+        return {m: states[m] for m in mailboxes if m in states}
+
+    runner = FakeRunner()
+    service = _service(_config(ALICE, BOB), runner, user_states=user_states)
+
+    async def scenario() -> None:
+        await _until(lambda: _sample("syncd_users", state="auth_required") == 1)
+        assert _sample("syncd_users", state="active") == 1
+        states[ALICE] = "active"
+        await _until(lambda: _sample("syncd_users", state="active") == 2)
+        assert _sample("syncd_users", state="auth_required") == 0
+        assert _sample("syncd_users", state="paused") == 0
+
+    _run(service, scenario)
+    assert sorted(asked[0]) == [ALICE, BOB]
+    assert [ALICE] in asked
