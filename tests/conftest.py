@@ -23,6 +23,7 @@ from tests.e2e.support import (
     SimConfig,
     run_syncd,
     start_syncd,
+    write_sim_config,
 )
 
 
@@ -39,15 +40,12 @@ def sim() -> Iterator[Simulator]:
 def sim_config(sim: Simulator, tmp_path: Path,
                monkeypatch: pytest.MonkeyPatch) -> SimConfig:
     """The simulator's ready configuration in tmp_path, its env applied."""
-    directory = tmp_path / "config"
-    ledger_path = tmp_path / "ledger.db"
-    path = sim.write_config(directory, ledger_url=f"sqlite:///{ledger_path}")
-    env = sim.config_env(directory)
+    config = write_sim_config(sim, tmp_path)
     for name in INHERITED_SYNCD_VARS:
         monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
+    for name, value in config.env.items():
         monkeypatch.setenv(name, value)
-    return SimConfig(path=path, env=env, ledger_path=ledger_path)
+    return config
 
 
 @pytest.fixture

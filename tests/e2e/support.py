@@ -72,6 +72,14 @@ class SimConfig:
                              encoding="utf-8")
 
 
+def write_sim_config(sim: Any, directory: Path) -> SimConfig:
+    """The simulator's ready configuration in ``directory``/config, ledger beside."""
+    ledger_path = directory / "ledger.db"
+    path = sim.write_config(directory / "config", ledger_url=f"sqlite:///{ledger_path}")
+    return SimConfig(path=path, env=sim.config_env(directory / "config"),
+                     ledger_path=ledger_path)
+
+
 def _merge(data: dict[str, Any], changes: dict[str, Any]) -> None:
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
