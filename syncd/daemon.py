@@ -12,12 +12,14 @@ import structlog
 
 from syncd.config import load_config_lenient
 from syncd.errors import ConfigError
+from syncd.health import HealthListenError
 from syncd.ledger import Ledger
 from syncd.runner import Runner, register_secrets
 from syncd.service import Service
 
 log = structlog.get_logger("syncd.daemon")
 
+EX_FAILURE = 1
 EX_CONFIG = 78
 
 
@@ -40,8 +42,9 @@ def run_daemon(path: Path, *, only: str | None = None) -> int:
     """Serve every configured user (or one) until SIGTERM/SIGINT; the exit code.
 
     0 after a clean stop; 78 when the configuration is (or became) invalid
-    before the service started.  A second daemon on the same SQLite ledger
-    raises :class:`~syncd.errors.LedgerError` from the process lock.
+    before the service started; 1 when ``metrics.listen`` cannot be bound.
+    A second daemon on the same SQLite ledger raises
+    :class:`~syncd.errors.LedgerError` from the process lock.
     """
     try:
         first = _only(load_config(path), only)
@@ -53,6 +56,8 @@ def run_daemon(path: Path, *, only: str | None = None) -> int:
     try:
         ledger.acquire_process_lock()
         asyncio.run(_serve(path, only, ledger, first))
+    except HealthListenError:
+        return EX_FAILURE  # logged as health_listen_failed; systemd restarts it
     finally:
         ledger.close()
     return 0

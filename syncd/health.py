@@ -33,6 +33,10 @@ _REASONS = {
 }
 
 
+class HealthListenError(OSError):
+    """``metrics.listen`` could not be bound (address in use, not local, ...)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
@@ -75,9 +79,15 @@ class HealthServer:
 
     async def start(self) -> None:
         host, port = parse_listen(self.listen)
-        self._server = await asyncio.start_server(
-            self._serve, host, port, limit=_MAX_REQUEST_HEAD
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._serve, host, port, limit=_MAX_REQUEST_HEAD
+            )
+        except OSError as error:
+            log.error("health_listen_failed", listen=self.listen, error=str(error))
+            raise HealthListenError(
+                f"metrics.listen {self.listen}: {error.strerror or error}"
+            ) from error
         log.info("health_server_started", listen=f"{host}:{self.address[1]}")
 
     async def close(self) -> None:

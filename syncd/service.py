@@ -31,7 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import
 
 from syncd import __version__
 from syncd.errors import ConfigError
-from syncd.health import HealthServer
+from syncd.health import HealthListenError, HealthServer
 from syncd.logs import bind_pass, redact_text
 from syncd.metrics import (
     BUILD_INFO,
@@ -472,7 +472,7 @@ class Service(Generic[C]):
         self._spawn(self._refresh_states(sorted(added)))
         if config.metrics_listen != old.metrics_listen:
             await self._stop_health()
-            await self._start_health(config.metrics_listen)
+            await self._start_health(config.metrics_listen, required=False)
 
         CONFIG_RELOADS.labels(result="ok").inc()
         log.info(
@@ -563,14 +563,19 @@ class Service(Generic[C]):
 
     # ---- health ------------------------------------------------------------------
 
-    async def _start_health(self, listen: str | None) -> None:
+    async def _start_health(self, listen: str | None, *, required: bool = True) -> None:
+        """Serve health and metrics; after a reload a bind failure is only logged."""
         if listen is None:
             return
 
-        self._health = HealthServer(
-            listen, livez=self._liveness, readyz=self._readiness
-        )
-        await self._health.start()
+        health = HealthServer(listen, livez=self._liveness, readyz=self._readiness)
+        try:
+            await health.start()
+        except HealthListenError:
+            if required:
+                raise
+            return
+        self._health = health
 
     async def _stop_health(self) -> None:
         if self._health is not None:

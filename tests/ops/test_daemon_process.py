@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -173,3 +174,21 @@ def test_check_config_as_exec_reload_rejects_the_broken_file(
 
     assert result.returncode == EX_CONFIG
     assert "not_a_key" in result.stderr
+
+
+def test_busy_metrics_port_exits_1_with_a_log_line(
+    config: Path, start_daemon: StartDaemon
+) -> None:
+    """A metrics.listen already in use is named in the log; exit 1, no READY."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        edit_config(config, metrics={"listen": listen})
+
+        daemon = start_daemon(config)
+        code = daemon.process.wait(WAIT)
+
+    assert code == 1
+    assert daemon.logged("health_listen_failed", listen=listen)
+    assert daemon.notified("READY") == []

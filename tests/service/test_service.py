@@ -530,3 +530,33 @@ def test_users_gauge_counts_users_by_ledger_state() -> None:
     _run(service, scenario)
     assert sorted(asked[0]) == [ALICE, BOB]
     assert [ALICE] in asked
+
+
+def test_reload_to_a_busy_metrics_port_keeps_serving_passes() -> None:
+    """A reload whose metrics.listen is taken logs it; the passes go on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        configs = [_config(ALICE), _config(ALICE, metrics_listen=busy)]
+        runner = FakeRunner()
+        service = Service(
+            lambda: configs[0],
+            lambda _: runner,
+            notifier=Notifier(None),
+            install_signal_handlers=False,
+        )
+
+        async def scenario() -> None:
+            configs.pop(0)
+            with capture_logs() as logs:
+                taken_over = await service.reload()
+            passes = len(runner.finished)
+            await _until(lambda: len(runner.finished) > passes)
+            assert taken_over
+            assert service.health_address is None
+            assert [
+                e["listen"] for e in logs if e["event"] == "health_listen_failed"
+            ] == [busy]
+
+        _run(service, scenario)
