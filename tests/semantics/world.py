@@ -21,7 +21,7 @@ from syncd.model import PassResult
 from syncd.runner import PlannedEvent, Runner
 from syncd.sim import Simulator
 from syncd.sim.calendar import Calendar
-from syncd.sim.scenario import parse_scenario
+from syncd.sim.scenario import Scenario, parse_scenario
 
 ALICE = "alice@contoso.example"
 APOLLO = "6f1c0c52-7d6b-4f0e-9a43-2b1f3a2f9e10"
@@ -71,9 +71,9 @@ class World:
     """The simulator, a configuration for it and a runner with its own loop."""
 
     def __init__(self, directory: Path, *, now: datetime = NOW,
-                 **user_overrides: Any) -> None:
+                 scenario: Scenario | None = None, **user_overrides: Any) -> None:
         self.clock = Clock(now)
-        self.sim = Simulator(parse_scenario(SCENARIO), clock=self.clock)
+        self.sim = Simulator(scenario or parse_scenario(SCENARIO), clock=self.clock)
         self.sim.start()
         path = self.sim.write_config(directory,
                                      ledger_url=f"sqlite:///{directory / 'l.db'}")
