@@ -12,7 +12,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time as dtime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
+from datetime import time as dtime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,14 +26,13 @@ from syncd.errors import (
     DeltaExpired,
     OutcomeUnknown,
     PermanentError,
-    ThrottledError,
     TransientError,
 )
 from syncd.model import Action, Event, EventType, Removed, TimeEntry, Window
 from syncd.ports import CalendarSource, TimeEntryTarget
 
 log = structlog.get_logger("syncd.engine")
-UTC = timezone.utc
+UTC = UTC
 
 RETRY_BASE = timedelta(minutes=1)
 RETRY_CAP = timedelta(hours=6)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from syncd import rules
 from syncd.model import Action, Decision, Event
 
-UTC = timezone.utc
+UTC = UTC
 
 # Ledger states, by name (the ledger package owns the enum; the planner only
 # compares values so that it stays free of database imports).
@@ -174,9 +174,10 @@ def _resolved(decision: Decision, resolve: Callable[[str], str | None]) -> Decis
 def _sticky(decision: Decision, event: Event,
             series: Mapping[str, tuple[str, str | None]]) -> Decision:
     """An occurrence books on the project its series was first booked on."""
-    if decision.project is None or event.series_master_id not in series:
+    master_id = event.series_master_id
+    if decision.project is None or master_id is None or master_id not in series:
         return decision
-    project, task = series[event.series_master_id]
+    project, task = series[master_id]
     if (project, task) == (decision.project, decision.task):
         return decision
     return replace(decision, project=project, task=task, rule="series",

@@ -7,7 +7,7 @@ with what the ledger knows to choose an action.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -235,8 +235,8 @@ def _day_timing(start: date, end: date, policy: UserPolicy,
 def _zone(name: object) -> tzinfo:
     """The user's IANA zone; UTC when it is missing or unknown (never a crash)."""
     if not isinstance(name, str) or not name:
-        return timezone.utc
+        return UTC
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        return timezone.utc
+        return UTC

@@ -157,7 +157,7 @@ def test_older_than_backdating_limit() -> None:
 )
 def test_rule_conditions(match: dict[str, object], fields: dict[str, object],
                          expected: bool) -> None:
-    """Organizer, attendee domain, location and all-of categories match as documented."""
+    """Organizer, attendee domain, location and all-of categories match as written."""
     policy = user(rules=[{"match": match, "project": APOLLO}], default_project=None,
                   select={"categories": []})
     fields.setdefault("categories", ())

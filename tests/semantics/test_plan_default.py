@@ -24,7 +24,7 @@ EXPECTED = {
     "Apollo Kick-off mit Müller GmbH": {("create", APOLLO)},
     "[APOLLO] Architektur-Review": {("create", APOLLO)},
     "Mittagessen mit Ümit": {("skip", "not_selected")},
-    "Zephyr Workshop – Datenmodell": {("create", ZEPHYR)},
+    "Zephyr Workshop \u2013 Datenmodell": {("create", ZEPHYR)},
     "Zephyr customer call (West Coast)": {("create", ZEPHYR)},
     "日本語の打ち合わせ 🎌 Zephyr 進捗": {("create", ZEPHYR)},
     "Fokuszeit": {("skip", "free")},
