@@ -116,8 +116,29 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def check_config(config: ConfigOption) -> None:
     """Validate the configuration; list every problem with its file, line and key."""
     loaded = _load(config)
+    problems = _project_problems(loaded)
+    if problems:
+        from syncd.config import format_problems
+
+        _config_problems(config, format_problems(problems))
     users = ", ".join(u.mailbox for u in loaded.users) or "none"
     typer.echo(f"{config}: ok ({len(loaded.users)} user(s): {users})")
+
+
+def _project_problems(config: Any) -> list[Any]:
+    """Project names InLoox does not know (only asked when a rule names one)."""
+    from syncd.config import is_guid
+
+    named = [p for u in config.users for p in
+             (*(r.project for r in u.rules), *(r.task for r in u.rules),
+              u.default_project) if p and not is_guid(p)]
+    if not named:
+        return []
+    from syncd.logs import configure_logging
+    from syncd.projects import check_project_names
+
+    configure_logging(level="warning", fmt=config.log.format)
+    return _run(check_project_names(config))
 
 
 @app.command()
