@@ -289,7 +289,6 @@ class Service(Generic[C]):
 
     async def _start(self, config: ServiceConfig) -> None:
         self._beat()
-        self._spawn(self._heartbeat())
         await self._start_health(config.metrics_listen)
 
         self._scheduler = AsyncIOScheduler(timezone=UTC)
@@ -302,6 +301,7 @@ class Service(Generic[C]):
 
         self._status = f"{len(config.users)} users; waiting for the first pass"
         self._notifier.ready(self._status)
+        self._spawn(self._heartbeat())  # WATCHDOG=1 only after READY=1
         self.ready.set()
         log.info(
             "service_started",
@@ -425,7 +425,8 @@ class Service(Generic[C]):
 
         record_pass(result, duration=loop.time() - started, now=self._clock())
         self._status = pass_status(result, len(self.config.users))
-        self._notifier.status(self._status)
+        if not self._stopping:  # keep systemd's STATUS=stopping to the end
+            self._notifier.status(self._status)
         await self._refresh_states([mailbox])
 
     async def _guarded_pass(

@@ -54,6 +54,8 @@ def test_systemd_sees_ready_watchdog_status_and_stopping(
     code = daemon.stop()
 
     assert code == 0
+    assert daemon.messages[0].startswith("READY=1\n")
+    assert daemon.messages[-1] == "STOPPING=1\nSTATUS=stopping"
     assert daemon.notified("STOPPING") == ["STOPPING=1"]
     assert daemon.logged("service_stopped")
     assert len(daemon.notified("WATCHDOG")) >= 2

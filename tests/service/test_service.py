@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import signal
 import socket
+import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
@@ -560,3 +564,54 @@ def test_reload_to_a_busy_metrics_port_keeps_serving_passes() -> None:
             ] == [busy]
 
         _run(service, scenario)
+
+
+class BlockingRunner(FakeRunner):
+    """A runner whose first pass blocks the event loop itself (a hung loop)."""
+
+    def __init__(self, block: float) -> None:
+        super().__init__()
+        self.block = block
+
+    async def _work(self, mailbox: str) -> PassResult:
+        if self.block:
+            block, self.block = self.block, 0.0
+            time.sleep(block)  # deliberately not awaited: nothing else runs
+        return await super()._work(mailbox)
+
+
+def test_watchdog_pings_stop_while_the_loop_hangs(
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    """WATCHDOG=1 comes from the loop: a blocked loop sends none, so systemd trips."""
+    path, sock = notify_socket
+    runner = BlockingRunner(block=1.0)
+    notifier = Notifier(path, watchdog_usec=200_000)
+    service = _service(_config(ALICE), runner, notifier=notifier)
+    pings: list[float] = []
+    done = threading.Event()
+    reader = threading.Thread(target=_timed, args=(sock, pings, done))
+    reader.start()
+
+    async def scenario() -> None:
+        await _until(lambda: runner.finished)
+        await asyncio.sleep(0.3)
+
+    try:
+        _run(service, scenario)
+    finally:
+        done.set()
+        reader.join()
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]
+    assert max(gaps) >= 0.9
+    assert min(gaps) < 0.2
+
+
+def _timed(sock: socket.socket, pings: list[float], done: threading.Event) -> None:
+    """In a thread of its own: note when each WATCHDOG=1 datagram arrives."""
+    sock.settimeout(0.05)
+    while not done.is_set():
+        with contextlib.suppress(TimeoutError):
+            if b"WATCHDOG=1" in sock.recv(4096):
+                pings.append(time.monotonic())
