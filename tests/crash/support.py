@@ -168,7 +168,10 @@ def once(sim: Simulator, config: Path, name: str = "once") -> int:
 
 
 def wait_for(
-    condition: Callable[[], object], timeout: float = 30, what: str = "condition"
+    condition: Callable[[], object],
+    timeout: float = 30,
+    what: str = "condition",
+    every: float = 0.02,
 ) -> Any:
     """Poll until ``condition()`` is truthy; its value."""
     deadline = time.monotonic() + timeout
@@ -176,7 +179,7 @@ def wait_for(
         value = condition()
         if value:
             return value
-        time.sleep(0.02)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
