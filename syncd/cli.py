@@ -143,12 +143,16 @@ def _project_problems(config: Any) -> list[Any]:
 
 @app.command()
 def once(config: ConfigOption, user: UserOption = None) -> None:
-    """One pass for every (or one) user, then exit: 0 when all succeeded."""
+    """One pass for every (or one) user, then exit: 0 when all succeeded.
+
+    Exit 1 when a user's pass failed, an event could not be booked, or a
+    user was left out for a bad configuration file.
+    """
     loaded = _load(config, strict=False)
     _logging(loaded)
     results = _run(_once(loaded, _users(loaded, user)))
     partial = len(loaded.users) < _configured_users(config)
-    ok = all(r.ok for r in results) and not partial
+    ok = all(r.ok and not r.failed for r in results) and not partial
     raise typer.Exit(EX_OK if ok else EX_FAIL)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,23 @@ def _merge(data: dict[str, Any], changes: dict[str, Any]) -> None:
             _merge(data[key], value)
         else:
             data[key] = value
+
+
+def run_passes(config: Any, ledger: Any,
+               users: Sequence[str] | None = None) -> dict[str, Any]:
+    """One pass per user (default: all) in-process with a fresh Runner, like `once`."""
+    from syncd.runner import Runner
+
+    mailboxes = [u.mailbox for u in config.users] if users is None else users
+
+    async def passes() -> dict[str, Any]:
+        runner = Runner(config, ledger)
+        try:
+            return {user: await runner.run_pass(user) for user in mailboxes}
+        finally:
+            await runner.aclose()
+
+    return asyncio.run(passes())
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import CliResult, event_names, run_syncd
+from tests.e2e.support import CliResult, Process, event_names, run_syncd, wait_until
 
 EX_CONFIG = 78
 
@@ -105,12 +107,15 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     "product bug: with every user file rejected, `syncd run` starts a daemon "
     "with 0 users instead of exiting 78 (syncd/cli.py _load, syncd/daemon.py "
     "load_config)"))
-def test_run_refuses_when_every_user_is_rejected(tmp_path: Path) -> None:
+def test_run_refuses_when_every_user_is_rejected(
+        tmp_path: Path, syncd_process: Callable[..., Process]) -> None:
     """`syncd run` exits 78 when its only user's file is wrong: nothing to serve."""
     good_global = SYNCD_YAML.replace("5 minutes", "5m").replace("  colour: blue\n",
                                                                 "")
     path = write_config(tmp_path, good_global, {"alice": ALICE_YAML})
+    daemon = syncd_process("run", "-c", str(path), env=SECRETS)
 
-    result = run_syncd("run", "-c", str(path), env=SECRETS, timeout=3)
+    wait_until(lambda: daemon.popen.poll() is not None
+               or "service_started" in daemon.stderr, 20, "exit or start")
 
-    assert result.code == EX_CONFIG, result
+    assert daemon.stop(signal.SIGTERM) == EX_CONFIG, daemon

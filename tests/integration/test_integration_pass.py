@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -12,10 +11,8 @@ import pytest
 
 from syncd.config import load_config
 from syncd.ledger import Ledger
-from syncd.model import PassResult
-from syncd.runner import Runner
 from syncd.sim import Simulator
-from tests.e2e.support import SimConfig
+from tests.e2e.support import SimConfig, run_passes
 from tests.integration.default_scenario import (
     BOB,
     BOOKED_COUNT,
@@ -23,20 +20,6 @@ from tests.integration.default_scenario import (
     expected_entries,
     expected_skip_reasons,
 )
-
-
-def run_passes(config: Any, ledger: Ledger,
-               users: Sequence[str] = USERS) -> dict[str, PassResult]:
-    """One pass per user with a fresh Runner, as one `syncd once` would."""
-
-    async def passes() -> dict[str, PassResult]:
-        runner = Runner(config, ledger)
-        try:
-            return {user: await runner.run_pass(user) for user in users}
-        finally:
-            await runner.aclose()
-
-    return asyncio.run(passes())
 
 
 def entry_keys(sim: Simulator, mailbox: str) -> Counter[tuple[str, str, str, int]]:
