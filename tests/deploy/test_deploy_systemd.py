@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
-OPERATIONS = ROOT / "deploy" / "OPERATIONS.md"
+OPERATIONS = ROOT / "README.md"
 SYSTEM_BINARY = "/usr/local/bin/syncd"
 USER_BINARY = "%h/.local/bin/syncd"
 MAX_EXPOSURE = 1.5
@@ -172,7 +172,7 @@ def test_system_unit_loads_credentials_under_config_names(unit: str) -> None:
 
 
 def test_docs_install_the_binary_where_the_units_run_it() -> None:
-    """OPERATIONS.md links the venv's syncd to the path the system units use."""
+    """The README's operations guide links the venv's syncd to the path the system units use."""
     text = OPERATIONS.read_text()
 
     assert f"ln -s /opt/syncd/venv/bin/syncd {SYSTEM_BINARY}" in text
