@@ -37,7 +37,7 @@ def leaks(sim: Simulator, output: str) -> list[str]:
     return found + BEARER.findall(output)
 
 
-def _daemon_output(sim: Simulator, sim_config: SimConfig,
+def _daemon_output(sim_config: SimConfig,
                    syncd_process: Callable[..., Process]) -> str:
     """What `syncd run` prints until every user had a pass, and while it stops."""
     daemon = syncd_process("run", "-c", str(sim_config.path), env=sim_config.env)
@@ -61,7 +61,7 @@ def test_no_secret_in_any_output_at_debug_level(
         for args in (("once",), ("plan",), ("status",))
     }
 
-    commands["run"] = _daemon_output(sim, sim_config, syncd_process)
+    commands["run"] = _daemon_output(sim_config, syncd_process)
 
     assert sim.stats.tokens_issued["client_credentials"] >= 2
     for name, ran in commands.items():

@@ -49,6 +49,7 @@ def _printed(pattern: str, text: str) -> str:
 @pytest.fixture
 def standalone(tmp_path: Path,
                syncd_process: Callable[..., Process]) -> Iterator[StandaloneSim]:
+    """`syncd sim` running in a subprocess, and what it printed."""
     process = syncd_process("sim", "--config-dir", str(tmp_path / "sim"), env={})
     process.wait_for(lambda: "Ctrl-C stops it." in process.stdout, 20,
                      "syncd sim ready")

@@ -67,8 +67,9 @@ def test_ledger_records_each_booking_with_its_entry(
         booked = [r for r in ledger.records(user).values() if r.state == "booked"]
         entries = {e["TimeEntryId"]: e for e in sim.inloox_entries(user)}
         assert len(booked) == BOOKED_COUNT[user]
-        assert sorted(r.entry_id for r in booked) == sorted(entries)
-        assert all(r.project_id == entries[r.entry_id]["ProjectId"] for r in booked)
+        assert sorted(str(r.entry_id) for r in booked) == sorted(entries)
+        assert all(r.project_id == entries[str(r.entry_id)]["ProjectId"]
+                   for r in booked)
 
 
 def test_skips_are_recorded_with_their_reasons(
