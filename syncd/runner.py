@@ -46,7 +46,8 @@ QUIET_KINDS = frozenset({"lease_elsewhere", "still_running", "auth_required",
 """Passes that did nothing because the user is paused or served elsewhere:
 logged at DEBUG, so a paused user costs one clear line, not one per pass."""
 THROTTLE_PAUSE = timedelta(minutes=1)
-"""How long a throttled mailbox rests when Graph gave no Retry-After."""
+"""How long a mailbox rests at least once Graph kept throttling it through every
+retry of a pass (a longer Retry-After is honoured); the others go on."""
 
 LEASE_RENEW_MAX = timedelta(seconds=30)
 """Leases are renewed every schedule interval, but at least this often."""
@@ -326,7 +327,7 @@ class Runner:
                                         fence=self._fences.get(user.mailbox))
             log.error("user_auth_required", error=str(exc), advice=AUTH_ADVICE)
         elif isinstance(exc, ThrottledError):
-            pause = timedelta(seconds=exc.retry_after or 0) or THROTTLE_PAUSE
+            pause = max(timedelta(seconds=exc.retry_after or 0), THROTTLE_PAUSE)
             self.ledger.set_user_status(user.mailbox, "paused", reason="throttled",
                                         paused_until=self.clock() + pause,
                                         fence=self._fences.get(user.mailbox))
