@@ -62,7 +62,8 @@ def _load(path: Path, *, strict: bool = True) -> Any:
         except ConfigError as exc:
             _config_problems(path, format_problems(exc.problems))
     result = load_config_lenient(path)
-    if result.config is None:
+    if result.config is None or not result.config.users:
+        # Nothing left to serve: that is a broken configuration, not a partial one.
         _config_problems(path, format_problems(result.problems))
     if result.problems:
         typer.echo(format_problems(result.problems), err=True)

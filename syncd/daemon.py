@@ -30,7 +30,7 @@ def load_config(path: Path) -> Any:
     others (they are served, the bad one is named in ``config_user_rejected``).
     """
     result = load_config_lenient(path)
-    if result.config is None:
+    if result.config is None or not result.config.users:
         raise ConfigError(list(result.problems))
     for problem in result.problems:
         log.error("config_user_rejected", problem=str(problem))

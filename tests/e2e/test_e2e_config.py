@@ -103,10 +103,6 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     assert "2 user(s)" in result.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: with every user file rejected, `syncd run` starts a daemon "
-    "with 0 users instead of exiting 78 (syncd/cli.py _load, syncd/daemon.py "
-    "load_config)"))
 def test_run_refuses_when_every_user_is_rejected(
         tmp_path: Path, syncd_process: Callable[..., Process]) -> None:
     """`syncd run` exits 78 when its only user's file is wrong: nothing to serve."""
