@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from syncd import rules
+from syncd.config import format_duration
 from syncd.model import Action, Decision, Event
 
 UTC = UTC
@@ -236,8 +237,9 @@ def _frozen(record: Known, policy: Policy, now: datetime) -> bool:
 def _plan_booked(event: Event, record: Known, decision: Decision, policy: Policy,
                  now: datetime) -> Action:
     if _frozen(record, policy, now):
+        frozen = format_duration(policy.freeze_after)
         return Action("nothing", event.id, decision, event, record.entry_id,
-                      why=f"older than freeze_after ({policy.freeze_after})")
+                      why=f"older than freeze_after ({frozen})")
     if not decision.book and decision.reason in rules.NOT_WORK:
         return _retraction(event.id, record, decision, event, policy)
     if decision.reason == rules.NOT_ENDED and policy.on_change == "update":

@@ -6,8 +6,6 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.support import CliResult, Process, event_names, run_syncd, wait_until
 
 EX_CONFIG = 78
