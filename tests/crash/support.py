@@ -43,7 +43,9 @@ def user_entry(index: int) -> dict[str, Any]:
     }
 
 
-def scenario(users: int, bookable: int, *, unbooked: int = 0) -> Scenario:
+def scenario(
+    users: int, bookable: int, *, unbooked: int = 0, backdating_days: int = 30
+) -> Scenario:
     """``users`` users with ``bookable`` Apollo meetings each (plus others).
 
     Meetings fall on the weekdays of the fortnight before this week, one an
@@ -62,7 +64,7 @@ def scenario(users: int, bookable: int, *, unbooked: int = 0) -> Scenario:
             },
             "anchor": {"weeks_before_current": 2},
             "lookback": "21d",
-            "settings": {"backdating_days": 30, "page_size": 10},
+            "settings": {"backdating_days": backdating_days, "page_size": 10},
             "projects": [
                 {
                     "id": APOLLO,

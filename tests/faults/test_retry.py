@@ -1,0 +1,66 @@
+"""``syncd retry``: permanent failures wait for a human, then book once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from syncd.sim import Simulator
+from tests.crash.support import (
+    ROOT,
+    bookable_starts,
+    entry_starts,
+    once,
+    scenario,
+    states,
+    write_config,
+)
+
+MAILBOX = "u000@contoso.example"
+
+
+def allow_backdating(sim: Simulator, days: int) -> None:
+    """InLoox's administrator changes how far back time may be booked."""
+    settings = dataclasses.replace(sim.scenario.settings, backdating_days=days)
+    sim.scenario = dataclasses.replace(sim.scenario, settings=settings)
+
+
+def retry(sim: Simulator, config: Path) -> str:
+    env = {**os.environ, **sim.config_env(config.parent), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "syncd.cli", "retry", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_permanent_failures_wait_for_syncd_retry(tmp_path: Path) -> None:
+    """Refused by InLoox (too old): tried once; after ``syncd retry``, booked once."""
+    with Simulator(scenario(1, 3, backdating_days=1)) as sim:
+        url = f"sqlite:///{tmp_path}/ledger.db"
+        config = write_config(sim, tmp_path, url)
+
+        refused = once(sim, config, "refused")
+        tried = sim.stats.count("inloox", "POST", "create_from_event")
+        ignored = once(sim, config, "ignored")
+        untried = sim.stats.count("inloox", "POST", "create_from_event") == tried
+        allow_backdating(sim, 30)
+        said = retry(sim, config)
+        booked = once(sim, config, "booked")
+
+        assert (refused, ignored, booked) == (1, 0, 0)
+        assert tried == 3 and untried
+        assert said.startswith("3 failed booking(s)")
+        assert states(url) == {"booked": 3}
+        assert entry_starts(sim, MAILBOX) == bookable_starts(sim, MAILBOX)
+    sim.close()
