@@ -97,13 +97,38 @@ def _users(config: Any, only: str | None) -> list[str]:
     return [only]
 
 
-def _ledger(config: Any, *, migrate: bool = True) -> Any:
+def _ledger(config: Any) -> Any:
     from syncd.ledger import Ledger
 
     try:
-        return Ledger.open(config.ledger.url, migrate=migrate)
+        return Ledger.open(config.ledger.url)
     except LedgerError as exc:
         _die(f"{exc} (check ledger.url in {config.source})", EX_FAIL)
+
+
+def _reading_ledger(config: Any) -> Any:
+    """The ledger for commands that only read; a missing one reads as empty.
+
+    ``plan`` and ``status`` never create or migrate the real ledger.
+    """
+    from pathlib import Path as _Path
+
+    from sqlalchemy.engine import make_url
+
+    from syncd.ledger import Ledger, LedgerSchemaMissing
+
+    url = make_url(config.ledger.url)
+    database = url.database
+    missing = (url.get_backend_name() == "sqlite" and database not in (None, "",
+               ":memory:") and not _Path(database).exists())
+    if not missing:
+        try:
+            return Ledger.open(config.ledger.url, migrate=False)
+        except LedgerSchemaMissing:
+            pass
+        except LedgerError as exc:
+            _die(f"{exc} (check ledger.url in {config.source})", EX_FAIL)
+    return Ledger.open("sqlite://")  # in memory: no booking recorded yet
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -202,8 +227,8 @@ def plan(config: ConfigOption, user: UserOption = None,
 async def _plan(config: Any, mailboxes: list[str]) -> dict[str, Any]:
     from syncd.runner import Runner
 
-    ledger = _ledger(config)
-    runner = Runner(config, ledger)
+    ledger = _reading_ledger(config)
+    runner = Runner(config, ledger, use_leases=False)
     plans: dict[str, Any] = {}
     try:
         for mailbox in mailboxes:
@@ -252,7 +277,8 @@ def _print_plan(mailbox: str, planned: Any) -> None:
 def status(config: ConfigOption, as_json: JsonOption = False) -> None:
     """Per user: last success, counts by state and reason, recent failures."""
     loaded = _load(config, strict=False)
-    ledger = _ledger(loaded, migrate=False)
+    _logging(loaded, default_level="warning")
+    ledger = _reading_ledger(loaded)
     try:
         rows = ledger.status([u.mailbox for u in loaded.users])
     finally:
@@ -285,6 +311,7 @@ def retry(config: ConfigOption, user: UserOption = None,
           = None) -> None:
     """Make failed bookings eligible again; the next pass tries them."""
     loaded = _load(config)
+    _logging(loaded, default_level="warning")
     ledger = _ledger(loaded)
     try:
         count = ledger.reset_failed(user, event)
