@@ -96,7 +96,9 @@ def _on_sqlite_begin(connection: Connection) -> None:
     # Straight to the driver: through exec_driver_sql every transaction paid a
     # whole SQLAlchemy execution (events, result set-up) for one keyword.
     statement = (
-        "BEGIN" if connection.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+        "BEGIN"
+        if connection.get_execution_options().get(READ_ONLY)
+        else "BEGIN IMMEDIATE"
     )
     connection.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
 

@@ -581,14 +581,15 @@ def _upsert_pass_outcome(
 
 
 def _prune_passes(connection: Connection, user: str) -> None:
-    oldest_kept = connection.execute(
+    """Keep the user's latest ``PASS_HISTORY`` passes, in one statement."""
+    oldest_kept = (
         select(PASSES.c.id)
         .where(PASSES.c.user == user)
         .order_by(PASSES.c.id.desc())
         .offset(PASS_HISTORY - 1)
         .limit(1)
-    ).scalar()
-    if oldest_kept is not None:
-        connection.execute(
-            delete(PASSES).where(PASSES.c.user == user, PASSES.c.id < oldest_kept)
-        )
+        .scalar_subquery()
+    )
+    connection.execute(
+        delete(PASSES).where(PASSES.c.user == user, PASSES.c.id < oldest_kept)
+    )

@@ -31,11 +31,15 @@ def instant(value: datetime | date | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
+_RECORD_FIELDS = tuple(Record.__dataclass_fields__)
+
+
 def record(row: Row[Any]) -> Record:
-    values = dict(row._mapping)
+    mapping = row._mapping
+    values = {name: mapping[name] for name in _RECORD_FIELDS}
     values["state"] = State(values["state"])
     values["all_day"] = bool(values["all_day"])
-    return Record(**{name: values[name] for name in Record.__dataclass_fields__})
+    return Record(**values)
 
 
 def event_key(user: str, event_id: str) -> Any:
