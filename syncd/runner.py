@@ -39,10 +39,11 @@ if TYPE_CHECKING:
     from syncd.ledger import LeaseKeeper
 
 log = structlog.get_logger("syncd.runner")
-AUTH_ADVICE = ("no calls for this user until its credentials change: fix "
-               "graph.client_secret or the InLoox key, or run `syncd login`")
-QUIET_KINDS = frozenset({"lease_elsewhere", "still_running", "auth_required",
-                         "paused"})
+AUTH_ADVICE = (
+    "no calls for this user until its credentials change: fix "
+    "graph.client_secret or the InLoox key, or run `syncd login`"
+)
+QUIET_KINDS = frozenset({"lease_elsewhere", "still_running", "auth_required", "paused"})
 """Passes that did nothing because the user is paused or served elsewhere:
 logged at DEBUG, so a paused user costs one clear line, not one per pass."""
 THROTTLE_PAUSE = timedelta(minutes=1)
@@ -94,16 +95,23 @@ class PlannedEvent:
 class Runner:
     """Serves the users of one configuration; implements the service's PassRunner."""
 
-    def __init__(self, config: Any, ledger: Any, *,
-                 clock: Callable[[], datetime] = utcnow,
-                 owner: str | None = None, use_leases: bool | None = None) -> None:
+    def __init__(
+        self,
+        config: Any,
+        ledger: Any,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        owner: str | None = None,
+        use_leases: bool | None = None,
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.clock = clock
         self.engine = Engine(ledger, clock=clock)
         self.owner = owner or default_owner()
-        self.use_leases = (ledger.dialect == "postgresql" if use_leases is None
-                           else use_leases)
+        self.use_leases = (
+            ledger.dialect == "postgresql" if use_leases is None else use_leases
+        )
         self._auth: Any = None
         self._source: Any = None
         self._targets: dict[str, Any] = {}
@@ -115,19 +123,7 @@ class Runner:
     # ---- clients -----------------------------------------------------------
 
     def _http_settings(self, per_key: int) -> Any:
-        from syncd.http import HttpSettings
-
-        http = self.config.http
-        return HttpSettings(
-            timeout=http.timeout.total_seconds(),
-            connect_timeout=http.connect_timeout.total_seconds(),
-            total_timeout=request_deadline(self.config).total_seconds(),
-            max_concurrency=http.max_concurrency,
-            per_key_concurrency=per_key,
-            max_attempts=self.config.retry.max_attempts,
-            base_delay=self.config.retry.base_delay.total_seconds(),
-            max_delay=self.config.retry.max_delay.total_seconds(),
-        )
+        return http_settings(self.config, per_key)
 
     def auth(self) -> Any:
         if self._auth is None:
@@ -140,11 +136,16 @@ class Runner:
 
             graph = self.config.graph
             mode: Literal["app", "delegated"] = (
-                "app" if graph.auth == "client_credentials" else "delegated")
+                "app" if graph.auth == "client_credentials" else "delegated"
+            )
             self._source = GraphCalendar(
-                graph.base_url, self.auth(), mode=mode, page_size=graph.page_size,
+                graph.base_url,
+                self.auth(),
+                mode=mode,
+                page_size=graph.page_size,
                 ca_bundle=self.config.tls.ca_bundle,
-                settings=self._http_settings(self.config.http.graph_concurrency))
+                settings=self._http_settings(self.config.http.graph_concurrency),
+            )
         return self._source
 
     def target(self, user: Any) -> Any:
@@ -156,12 +157,16 @@ class Runner:
 
             if self._inloox_limit is None:
                 self._inloox_limit = asyncio.Semaphore(
-                    self.config.http.inloox_concurrency)
+                    self.config.http.inloox_concurrency
+                )
             client = InLooxClient(
-                self.config.inloox.base_url, api_key=api_key, token=token,
+                self.config.inloox.base_url,
+                api_key=api_key,
+                token=token,
                 ca_bundle=self.config.tls.ca_bundle,
                 settings=self._http_settings(self.config.http.inloox_concurrency),
-                limit=self._inloox_limit)
+                limit=self._inloox_limit,
+            )
             self._targets[key] = client
         return client
 
@@ -171,9 +176,13 @@ class Runner:
         if self._leases is None:
             ttl, renew_every = lease_timing(self.config)
             self._leases = LeaseKeeper(
-                self.ledger, self.owner, [u.mailbox for u in self.config.users],
-                ttl=ttl, renew_every=renew_every,
-                request_deadline=request_deadline(self.config))
+                self.ledger,
+                self.owner,
+                [u.mailbox for u in self.config.users],
+                ttl=ttl,
+                renew_every=renew_every,
+                request_deadline=request_deadline(self.config),
+            )
         return self._leases
 
     async def aclose(self) -> None:
@@ -219,8 +228,11 @@ class Runner:
             outer = asyncio.current_task()
             if (outer is not None and outer.cancelling()) or not self._lost(user):
                 raise
-            self._failed(user, result, LeaseLost(
-                "the lease was lost; the pass stopped", user=user.mailbox))
+            self._failed(
+                user,
+                result,
+                LeaseLost("the lease was lost; the pass stopped", user=user.mailbox),
+            )
         except Exception as exc:  # classified, never lost
             self._failed(user, result, exc)
 
@@ -242,20 +254,33 @@ class Runner:
         self._fences[user.mailbox] = fence
         task = asyncio.current_task()
         assert task is not None
-        serving = (self.leases().serving(user.mailbox, task) if self.use_leases
-                   else contextlib.nullcontext())
+        serving = (
+            self.leases().serving(user.mailbox, task)
+            if self.use_leases
+            else contextlib.nullcontext()
+        )
         with serving:
             await self._apply(user, result, now, fence)
 
-    async def _apply(self, user: Any, result: PassResult, now: datetime,
-                     fence: int | None) -> None:
+    async def _apply(
+        self, user: Any, result: PassResult, now: datetime, fence: int | None
+    ) -> None:
         in_doubt = self.ledger.mark_pending_in_doubt(user.mailbox, fence=fence)
         if in_doubt:
-            log.warning("claims_in_doubt", count=in_doubt,
-                        detail="an earlier pass was interrupted; looked up first")
+            log.warning(
+                "claims_in_doubt",
+                count=in_doubt,
+                detail="an earlier pass was interrupted; looked up first",
+            )
         before = self._requests(user.mailbox)
-        ctx = PassContext(user=user, ledger=self.ledger, source=self.source(),
-                          target=self.target(user), now=now, fence=fence)
+        ctx = PassContext(
+            user=user,
+            ledger=self.ledger,
+            source=self.source(),
+            target=self.target(user),
+            now=now,
+            fence=fence,
+        )
         actions = await self.engine.run(ctx)
         self.last_actions[user.mailbox] = actions
         _count(result, ctx, actions)
@@ -322,15 +347,22 @@ class Runner:
     def _pause(self, user: Any, result: PassResult, exc: Exception) -> None:
         """Auth failures wait for new credentials, throttling for its pause."""
         if isinstance(exc, AuthError):
-            self.ledger.set_user_status(user.mailbox, "auth_required",
-                                        reason=self._credential_stamp(user),
-                                        fence=self._fences.get(user.mailbox))
+            self.ledger.set_user_status(
+                user.mailbox,
+                "auth_required",
+                reason=self._credential_stamp(user),
+                fence=self._fences.get(user.mailbox),
+            )
             log.error("user_auth_required", error=str(exc), advice=AUTH_ADVICE)
         elif isinstance(exc, ThrottledError):
             pause = max(timedelta(seconds=exc.retry_after or 0), THROTTLE_PAUSE)
-            self.ledger.set_user_status(user.mailbox, "paused", reason="throttled",
-                                        paused_until=self.clock() + pause,
-                                        fence=self._fences.get(user.mailbox))
+            self.ledger.set_user_status(
+                user.mailbox,
+                "paused",
+                reason="throttled",
+                paused_until=self.clock() + pause,
+                fence=self._fences.get(user.mailbox),
+            )
             log.warning("user_throttled", pause_seconds=pause.total_seconds())
 
     def _finish(self, user: Any, result: PassResult) -> None:
@@ -339,9 +371,13 @@ class Runner:
             log.debug("pass_skipped", reason=result.error_kind, error=result.error)
             return
         try:
-            self.ledger.record_pass(user.mailbox, ok=result.ok, summary=summary,
-                                    error=result.error,
-                                    fence=self._fences.get(user.mailbox))
+            self.ledger.record_pass(
+                user.mailbox,
+                ok=result.ok,
+                summary=summary,
+                error=result.error,
+                fence=self._fences.get(user.mailbox),
+            )
         except SyncdError as exc:
             log.error("pass_record_failed", error=str(exc))
         level = log.info if result.ok else log.warning
@@ -354,8 +390,14 @@ class Runner:
         from syncd import plan as planner
 
         user = self.config.user(mailbox)
-        ctx = PassContext(user=user, ledger=self.ledger, source=self.source(),
-                          target=self.target(user), now=self.clock(), dry_run=True)
+        ctx = PassContext(
+            user=user,
+            ledger=self.ledger,
+            source=self.source(),
+            target=self.target(user),
+            now=self.clock(),
+            dry_run=True,
+        )
         round_, _content, _window, known = await self.engine.prepare(ctx, fresh=True)
         resolve = await self.engine.resolver(ctx, round_)
         actions = planner.plan(round_, known, user, now=ctx.now, resolve=resolve)
@@ -379,17 +421,43 @@ def register_secrets(config: Any) -> None:
         register_secret(secret)
 
 
+def http_settings(config: Any, per_key: int) -> Any:
+    """Timeouts, limits and retries of one client, from ``http:`` and ``retry:``."""
+    from syncd.http import HttpSettings
+
+    http = config.http
+    return HttpSettings(
+        timeout=http.timeout.total_seconds(),
+        connect_timeout=http.connect_timeout.total_seconds(),
+        total_timeout=request_deadline(config).total_seconds(),
+        max_concurrency=http.max_concurrency,
+        per_key_concurrency=per_key,
+        max_attempts=config.retry.max_attempts,
+        base_delay=config.retry.base_delay.total_seconds(),
+        max_delay=config.retry.max_delay.total_seconds(),
+    )
+
+
 def build_auth(config: Any) -> Any:
     from syncd.auth import ClientCredentialsAuth, DeviceCodeAuth
 
     graph = config.graph
+    settings = http_settings(config, config.http.max_concurrency)
     if graph.auth == "client_credentials":
-        return ClientCredentialsAuth(graph.authority, graph.client_id,
-                                     _secret(graph.client_secret) or "",
-                                     ca_bundle=config.tls.ca_bundle)
-    return DeviceCodeAuth(graph.authority, graph.client_id,
-                          token_cache=graph.token_cache,
-                          ca_bundle=config.tls.ca_bundle)
+        return ClientCredentialsAuth(
+            graph.authority,
+            graph.client_id,
+            _secret(graph.client_secret) or "",
+            ca_bundle=config.tls.ca_bundle,
+            settings=settings,
+        )
+    return DeviceCodeAuth(
+        graph.authority,
+        graph.client_id,
+        token_cache=graph.token_cache,
+        ca_bundle=config.tls.ca_bundle,
+        settings=settings,
+    )
 
 
 def _inloox_credentials(config: Any, user: Any) -> tuple[str | None, str | None]:
@@ -411,9 +479,12 @@ def _fingerprint(text: str) -> str:
 
 def _kind(exc: Exception) -> str:
     kinds: tuple[tuple[type[Exception], str], ...] = (
-        (AuthError, "auth"), (ThrottledError, "throttled"),
-        (DeltaExpired, "transient"), (TransientError, "transient"),
-        (PermanentError, "permanent"), (LeaseLost, "lease"),
+        (AuthError, "auth"),
+        (ThrottledError, "throttled"),
+        (DeltaExpired, "transient"),
+        (TransientError, "transient"),
+        (PermanentError, "permanent"),
+        (LeaseLost, "lease"),
         (LedgerError, "ledger"),
     )
     return next((name for cls, name in kinds if isinstance(exc, cls)), "crash")
@@ -431,12 +502,18 @@ def _count(result: PassResult, ctx: PassContext, actions: list[Action]) -> None:
 
 def _summary(result: PassResult) -> dict[str, Any]:
     return {
-        "ok": result.ok, "seen": result.seen, "booked": result.booked,
-        "updated": result.updated, "retracted": result.retracted,
-        "unchanged": result.unchanged, "failed": result.failed,
-        "skipped": result.skipped, "requests": result.requests,
+        "ok": result.ok,
+        "seen": result.seen,
+        "booked": result.booked,
+        "updated": result.updated,
+        "retracted": result.retracted,
+        "unchanged": result.unchanged,
+        "failed": result.failed,
+        "skipped": result.skipped,
+        "requests": result.requests,
         "duration_ms": round(result.duration * 1000, 1),
-        "error_kind": result.error_kind, "error": result.error,
+        "error_kind": result.error_kind,
+        "error": result.error,
     }
 
 
@@ -444,6 +521,9 @@ def _planned(action: Action, record: Any) -> PlannedEvent:
     event = action.event
     start = event.start if event else (record.start if record else None)
     end = event.end if event else (record.end if record else None)
-    return PlannedEvent(action=action, subject=event.subject if event else None,
-                        start=start.isoformat() if start else "",
-                        end=end.isoformat() if end else "")
+    return PlannedEvent(
+        action=action,
+        subject=event.subject if event else None,
+        start=start.isoformat() if start else "",
+        end=end.isoformat() if end else "",
+    )
