@@ -9,7 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, delete, or_, select, text, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from syncd.ledger import _leases, _status
 from syncd.ledger._engine import READ_ONLY, create, sqlite_path, wrapped
@@ -50,6 +60,86 @@ TRANSITION_FIELDS = frozenset(
     }
 )
 INSTANT_FIELDS = frozenset({"start", "end", "next_attempt_at", "booked_at"})
+
+# Statements run on every pass are built once: building and coercing a
+# statement cost as much CPU as running it.  Keys are bound as k_user and
+# k_event_id; the values to insert or set come as parameters by column name.
+_K_USER: BindParameter[str] = bindparam("k_user")
+_K_EVENT: BindParameter[str] = bindparam("k_event_id")
+_EVENT_KEY = (EVENTS.c.user == _K_USER) & (EVENTS.c.event_id == _K_EVENT)
+_SELECT_RECORDS = select(EVENTS).where(EVENTS.c.user == _K_USER)
+_SELECT_CURSOR = select(CURSORS).where(CURSORS.c.user == _K_USER)
+_SELECT_USER = select(USERS).where(USERS.c.user == _K_USER)
+_TRANSITION = update(EVENTS).where(_EVENT_KEY).returning(*EVENTS.c)
+_PENDING_TO_IN_DOUBT = update(EVENTS).where(
+    EVENTS.c.user == _K_USER, EVENTS.c.state == State.PENDING.value
+)
+_INSERT_PASS = PASSES.insert()
+_OLDEST_KEPT_PASS = (
+    select(PASSES.c.id)
+    .where(PASSES.c.user == _K_USER)
+    .order_by(PASSES.c.id.desc())
+    .offset(PASS_HISTORY - 1)
+    .limit(1)
+    .scalar_subquery()
+)
+_PRUNE_PASSES = delete(PASSES).where(
+    PASSES.c.user == _K_USER, PASSES.c.id < _OLDEST_KEPT_PASS
+)
+_CURSOR_FIELDS = ("delta_link", "window_start", "window_end", "updated_at")
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _cached(connection: Connection, name: str, build: Callable[[], Any]) -> Any:
+    """A statement built once per dialect (upserts differ between dialects)."""
+    key = (connection.dialect.name, name)
+    statement = _UPSERTS.get(key)
+    if statement is None:
+        statement = _UPSERTS[key] = build()
+    return statement
+
+
+def _claim_insert(connection: Connection) -> Any:
+    """``INSERT .. ON CONFLICT DO NOTHING RETURNING *``."""
+    return _cached(
+        connection,
+        "claim",
+        lambda: (
+            upsert(connection, EVENTS)
+            .on_conflict_do_nothing(index_elements=[EVENTS.c.user, EVENTS.c.event_id])
+            .returning(*EVENTS.c)
+        ),
+    )
+
+
+def _cursor_upsert(connection: Connection) -> Any:
+    def build() -> Any:
+        insert = upsert(connection, CURSORS)
+        changes = {name: insert.excluded[name] for name in _CURSOR_FIELDS}
+        return insert.on_conflict_do_update(
+            index_elements=[CURSORS.c.user], set_=changes
+        )
+
+    return _cached(connection, "cursor", build)
+
+
+def _pass_outcome_upsert(connection: Connection, ok: bool) -> Any:
+    """Insert the user's row or update its last pass (and failure count)."""
+
+    def build() -> Any:
+        insert = upsert(connection, USERS)
+        changes = {
+            name: insert.excluded[name]
+            for name in ("last_pass_at", "last_error", "last_summary")
+        }
+        if ok:
+            changes["last_success_at"] = insert.excluded.last_success_at
+            changes["consecutive_failures"] = insert.excluded.consecutive_failures
+        else:
+            changes["consecutive_failures"] = USERS.c.consecutive_failures + 1
+        return insert.on_conflict_do_update(index_elements=[USERS.c.user], set_=changes)
+
+    return _cached(connection, f"pass_outcome_{ok}", build)
 
 
 class Ledger:
@@ -128,7 +218,7 @@ class Ledger:
     def records(self, user: str) -> dict[str, Record]:
         """All of one user's records by event id."""
         with self._read("read records") as connection:
-            rows = connection.execute(select(EVENTS).where(EVENTS.c.user == user))
+            rows = connection.execute(_SELECT_RECORDS, {"k_user": user})
             return {row.event_id: record(row) for row in rows}
 
     def get(self, user: str, event_id: str) -> Record | None:
@@ -186,13 +276,14 @@ class Ledger:
         values: dict[str, Any],
         now: datetime,
     ) -> Record | None:
-        statement = (
-            upsert(connection, EVENTS)
-            .values(user=user, event_id=event_id, attempts=1, created_at=now, **values)
-            .on_conflict_do_nothing(index_elements=[EVENTS.c.user, EVENTS.c.event_id])
-            .returning(*EVENTS.c)
-        )
-        row = connection.execute(statement).first()
+        params = {
+            "user": user,
+            "event_id": event_id,
+            "attempts": 1,
+            "created_at": now,
+            **values,
+        }
+        row = connection.execute(_claim_insert(connection), params).first()
         return None if row is None else record(row)
 
     def _reclaim(
@@ -233,17 +324,13 @@ class Ledger:
         """
         now = self._clock()
         values = _transition_values(state, fields, now)
-        statement = (
-            update(EVENTS)
-            .where(event_key(user, event_id))
-            .values(**values)
-            .returning(*EVENTS.c)
-        )
+        params = {"k_user": user, "k_event_id": event_id, **values}
+        statement = _TRANSITION
         expected = None if expect is None else frozenset(State(s) for s in expect)
         if expected is not None:
             statement = statement.where(EVENTS.c.state.in_(expected))
         with self._write("transition", user, fence) as connection:
-            row = connection.execute(statement).first()
+            row = connection.execute(statement, params).first()
             if row is None:
                 current = connection.execute(
                     select(EVENTS.c.state).where(event_key(user, event_id))
@@ -338,13 +425,13 @@ class Ledger:
         """
         with self._write("recover pending", user, fence) as connection:
             result = connection.execute(
-                update(EVENTS)
-                .where(EVENTS.c.user == user, EVENTS.c.state == State.PENDING)
-                .values(
-                    state=State.IN_DOUBT.value,
-                    updated_at=self._clock(),
-                    last_error="claim left pending by an interrupted pass",
-                )
+                _PENDING_TO_IN_DOUBT,
+                {
+                    "k_user": user,
+                    "state": State.IN_DOUBT.value,
+                    "updated_at": self._clock(),
+                    "last_error": "claim left pending by an interrupted pass",
+                },
             )
         return int(result.rowcount)
 
@@ -373,9 +460,7 @@ class Ledger:
 
     def cursor(self, user: str) -> Cursor | None:
         with self._read("read cursor") as connection:
-            row = connection.execute(
-                select(CURSORS).where(CURSORS.c.user == user)
-            ).first()
+            row = connection.execute(_SELECT_CURSOR, {"k_user": user}).first()
         return None if row is None else Cursor(**row._mapping)
 
     def save_cursor(
@@ -387,18 +472,15 @@ class Ledger:
         *,
         fence: int | None = None,
     ) -> None:
-        values = {
+        params = {
+            "user": user,
             "delta_link": delta_link,
             "window_start": window_start,
             "window_end": window_end,
             "updated_at": self._clock(),
         }
         with self._write("save cursor", user, fence) as connection:
-            connection.execute(
-                upsert(connection, CURSORS)
-                .values(user=user, **values)
-                .on_conflict_do_update(index_elements=[CURSORS.c.user], set_=values)
-            )
+            connection.execute(_cursor_upsert(connection), params)
 
     def drop_cursor(self, user: str, *, fence: int | None = None) -> None:
         with self._write("drop cursor", user, fence) as connection:
@@ -408,7 +490,7 @@ class Ledger:
 
     def user_state(self, user: str) -> UserState | None:
         with self._read("read user state") as connection:
-            row = connection.execute(select(USERS).where(USERS.c.user == user)).first()
+            row = connection.execute(_SELECT_USER, {"k_user": user}).first()
         return None if row is None else UserState(**row._mapping)
 
     def set_user_status(
@@ -447,11 +529,10 @@ class Ledger:
                 connection, user, ok=ok, summary=summary, error=error, now=now
             )
             connection.execute(
-                PASSES.insert().values(
-                    user=user, at=now, ok=ok, error=error, summary=summary
-                )
+                _INSERT_PASS,
+                {"user": user, "at": now, "ok": ok, "error": error, "summary": summary},
             )
-            _prune_passes(connection, user)
+            connection.execute(_PRUNE_PASSES, {"k_user": user})
 
     def status(self, users: list[str] | None = None) -> list[dict[str, Any]]:
         """Per user: standing, counts by state and skip reason, recent failures."""
@@ -557,39 +638,13 @@ def _upsert_pass_outcome(
     error: str | None,
     now: datetime,
 ) -> None:
-    update_values = {
+    params = {
+        "user": user,
+        "status": "active",
         "last_pass_at": now,
         "last_error": error,
         "last_summary": summary,
-        "last_success_at": now if ok else USERS.c.last_success_at,
-        "consecutive_failures": 0 if ok else USERS.c.consecutive_failures + 1,
+        "last_success_at": now if ok else None,
+        "consecutive_failures": 0 if ok else 1,
     }
-    statement = upsert(connection, USERS).values(
-        user=user,
-        status="active",
-        last_pass_at=now,
-        last_error=error,
-        last_summary=summary,
-        last_success_at=now if ok else None,
-        consecutive_failures=0 if ok else 1,
-    )
-    connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=[USERS.c.user], set_=update_values
-        )
-    )
-
-
-def _prune_passes(connection: Connection, user: str) -> None:
-    """Keep the user's latest ``PASS_HISTORY`` passes, in one statement."""
-    oldest_kept = (
-        select(PASSES.c.id)
-        .where(PASSES.c.user == user)
-        .order_by(PASSES.c.id.desc())
-        .offset(PASS_HISTORY - 1)
-        .limit(1)
-        .scalar_subquery()
-    )
-    connection.execute(
-        delete(PASSES).where(PASSES.c.user == user, PASSES.c.id < oldest_kept)
-    )
+    connection.execute(_pass_outcome_upsert(connection, ok), params)
