@@ -27,8 +27,10 @@ from bench.report import figures, render
 from bench.scenario import Shape, mailbox
 from bench.simproc import READY
 from bench.worker import RESULT
+from syncd.service import DEFAULT_MAX_PARALLEL_PASSES
 
 ROOT = Path(__file__).resolve().parent.parent
+SERVICE_PARALLEL = DEFAULT_MAX_PARALLEL_PASSES  # what `syncd run` does today
 
 
 @dataclass(frozen=True)
@@ -46,15 +48,17 @@ class Size:
     memory_users: tuple[int, int]
     memory_events: int
     startup_runs: int
+    whatif_parallel: int = 16  # a second backlog with this many passes at once
+    memory_quiet_rounds: int = 3
     page_size: int = 50  # syncd's default graph.page_size
 
 
 SIZES = {
     "small": Size(users=3, events=4, latency=0.01, inloox_concurrency=16,
-                  parallel=8, quiet_rounds=2, reread_rounds=2, profile_users=1,
+                  parallel=SERVICE_PARALLEL, quiet_rounds=2, reread_rounds=2, profile_users=1,
                   memory_users=(4, 8), memory_events=2, startup_runs=2),
     "full": Size(users=100, events=40, latency=0.1, inloox_concurrency=16,
-                 parallel=8, quiet_rounds=5, reread_rounds=3, profile_users=16,
+                 parallel=SERVICE_PARALLEL, quiet_rounds=5, reread_rounds=3, profile_users=16,
                  memory_users=(1000, 2000), memory_events=4, startup_runs=7),
 }
 
@@ -155,7 +159,8 @@ def run_worker(job: dict[str, Any], log_path: Path) -> dict[str, Any]:
 
 def run_main(size: Size, work: Path) -> dict[str, Any]:
     shapes = [Shape(size.users, size.events, prefix="u"),
-              Shape(size.profile_users, size.events, prefix="p")]
+              Shape(size.profile_users, size.events, prefix="p"),
+              Shape(size.users, size.events, prefix="w")]
     sim = SimProcess(shapes, work / "main")
     try:
         latency = {"identity": size.latency, "graph": size.latency,
@@ -169,6 +174,8 @@ def run_main(size: Size, work: Path) -> dict[str, Any]:
                "log_path": str(work / "main" / "syncd.log"),
                "users": [mailbox("u", i) for i in range(size.users)],
                "profile_users": [mailbox("p", i) for i in range(size.profile_users)],
+               "whatif_users": [mailbox("w", i) for i in range(size.users)],
+               "whatif_parallel": size.whatif_parallel,
                "parallel": size.parallel, "quiet_rounds": size.quiet_rounds,
                "reread_rounds": size.reread_rounds,
                "reread_page_sizes": [size.page_size, None],
@@ -191,7 +198,8 @@ def run_memory(size: Size, work: Path) -> list[dict[str, Any]]:
             config = _subset_config(sim.info["config"], count, directory)
             job = {"job": "memory", "config": str(config), "env": sim.info["env"],
                    "log_path": str(directory / f"syncd-{count}.log"),
-                   "parallel": size.parallel, "inloox_concurrency": None}
+                   "parallel": size.parallel, "inloox_concurrency": None,
+                   "quiet_rounds": size.memory_quiet_rounds}
             results.append(run_worker(job, directory / f"worker-{count}"))
         return results
     finally:

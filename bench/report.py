@@ -18,7 +18,8 @@ def _row(key: str, name: str, value: float, unit: str, target: float, op: str,
 
 def figures(report: dict[str, Any]) -> list[dict[str, Any]]:
     main, memory = report["main"], report["memory"]
-    return [*_quiet(main), _backlog(report), *_cpu(main), *_memory(memory),
+    return [*_quiet(main), _backlog(report, "backlog"),
+            _backlog(report, "backlog_whatif"), *_cpu(main), *_memory(memory),
             _scale(main, memory), *_startup(main)]
 
 
@@ -47,18 +48,21 @@ def _quiet(main: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _backlog(report: dict[str, Any]) -> dict[str, Any]:
-    backlog, bound = report["main"]["backlog"], report["lower_bound"]
+def _backlog(report: dict[str, Any], name: str) -> dict[str, Any]:
+    backlog, bound = report["main"][name], report["lower_bound"]
     settings = report["settings"]
+    title = "backlog: wall time / lower bound"
+    if name != "backlog":
+        title += f" (what-if: {backlog['parallel']} passes at once)"
     return _row(
-        "backlog_vs_bound", "backlog: wall time / lower bound",
+        f"{name}_vs_bound", title,
         backlog["wall"] / bound["seconds"], "x", 1.25, "<=",
         note=(f"{backlog['booked']} booked in {backlog['wall']:.1f} s, lower bound "
               f"{bound['seconds']:.2f} s = {bound['formula']} "
               f"({settings['users']} users x "
               f"{settings['events']} events, {settings['latency'] * 1000:.0f} ms, "
               f"InLoox concurrency {settings['inloox_concurrency']}, "
-              f"{settings['parallel']} passes at once; peak InLoox in flight "
+              f"{backlog['parallel']} passes at once; peak InLoox in flight "
               f"{backlog['requests']['inloox_max_concurrent']})"),
         profile="booked_per_event")
 

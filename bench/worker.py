@@ -178,6 +178,9 @@ async def main_job(job: dict[str, Any]) -> dict[str, Any]:
             await _reread(config, runner, sim, users, parallel, size,
                           job["reread_rounds"])
             for size in job["reread_page_sizes"]]
+        if job.get("whatif_users"):
+            await _backlog(out, runner, sim, job["whatif_users"],
+                           job["whatif_parallel"], "backlog_whatif")
         await _profiles(out, runner, ledger, sim, users, extra, parallel,
                         Path(job["log_path"]).parent)
     finally:
@@ -187,11 +190,11 @@ async def main_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _backlog(out: dict[str, Any], runner: Any, sim: Sim, users: list[str],
-                   parallel: int) -> None:
+                   parallel: int, name: str = "backlog") -> None:
     before = sim.requests()
     results, cpu, wall = await measure(lambda: passes(runner, users, parallel))
-    out["backlog"] = {"cpu": cpu, "wall": wall, **totals(results),
-                      "requests": delta(sim.requests(), before)}
+    out[name] = {"cpu": cpu, "wall": wall, "parallel": parallel, **totals(results),
+                 "requests": delta(sim.requests(), before)}
 
 
 async def _settle(out: dict[str, Any], runner: Any, sim: Sim, users: list[str],
@@ -296,14 +299,17 @@ async def memory_job(job: dict[str, Any]) -> dict[str, Any]:
     try:
         first, cpu1, wall1 = await measure(
             lambda: passes(runner, users, job["parallel"]))
-        quiet, cpu2, wall2 = await measure(
-            lambda: passes(runner, users, job["parallel"]))
+        rounds = []
+        for _ in range(job.get("quiet_rounds", 1)):
+            rounds.append(await measure(
+                lambda: passes(runner, users, job["parallel"])))
     finally:
         await runner.aclose()
         ledger.close()
+    quiet, cpu2, wall2 = sorted(rounds, key=lambda r: r[1])[len(rounds) // 2]
     out.update(first=totals(first), first_cpu=cpu1, first_wall=wall1,
                quiet=totals(quiet), quiet_cpu=cpu2, quiet_wall=wall2,
-               rss_peak_kb=max_rss_kb())
+               quiet_round_cpus=[r[1] for r in rounds], rss_peak_kb=max_rss_kb())
     return out
 
 

@@ -15,8 +15,8 @@ from bench.__main__ import main
 
 FIGURES = {
     "quiet_graph_requests", "quiet_inloox_requests", "reread_ratio_50",
-    "reread_ratio_default", "backlog_vs_bound", "cpu_booked_event",
-    "cpu_unchanged_event", "cpu_quiet_pass", "rss_peak", "rss_per_user",
+    "reread_ratio_default", "backlog_vs_bound", "backlog_whatif_vs_bound",
+    "cpu_booked_event", "cpu_unchanged_event", "cpu_quiet_pass", "rss_peak", "rss_per_user",
     "scale_10k", "startup_help", "startup_check_config",
 }
 
@@ -43,6 +43,7 @@ def test_tiny_run_prints_and_writes_every_figure(
         assert math.isfinite(row["value"])
         assert row["figure"] in printed
     assert report["main"]["backlog"]["booked"] == 4
+    assert report["main"]["backlog_whatif"]["booked"] == 4
     assert rows["quiet_inloox_requests"]["value"] == 0
     assert rows["quiet_graph_requests"]["value"] == 1
     assert "lower bound" in printed
