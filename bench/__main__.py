@@ -55,11 +55,13 @@ class Size:
 
 SIZES = {
     "small": Size(users=3, events=4, latency=0.01, inloox_concurrency=16,
-                  parallel=SERVICE_PARALLEL, quiet_rounds=2, reread_rounds=2, profile_users=1,
-                  memory_users=(4, 8), memory_events=2, startup_runs=2),
+                  parallel=SERVICE_PARALLEL, quiet_rounds=2, reread_rounds=2,
+                  profile_users=1, memory_users=(4, 8), memory_events=2,
+                  startup_runs=2),
     "full": Size(users=100, events=40, latency=0.1, inloox_concurrency=16,
-                 parallel=SERVICE_PARALLEL, quiet_rounds=5, reread_rounds=3, profile_users=16,
-                 memory_users=(1000, 2000), memory_events=4, startup_runs=7),
+                 parallel=SERVICE_PARALLEL, quiet_rounds=5, reread_rounds=3,
+                 profile_users=16, memory_users=(1000, 2000), memory_events=4,
+                 startup_runs=7),
 }
 
 

@@ -16,7 +16,8 @@ from bench.__main__ import main
 FIGURES = {
     "quiet_graph_requests", "quiet_inloox_requests", "reread_ratio_50",
     "reread_ratio_default", "backlog_vs_bound", "backlog_whatif_vs_bound",
-    "cpu_booked_event", "cpu_unchanged_event", "cpu_quiet_pass", "rss_peak", "rss_per_user",
+    "cpu_booked_event", "cpu_unchanged_event", "cpu_quiet_pass", "rss_peak",
+    "rss_per_user",
     "scale_10k", "startup_help", "startup_check_config",
 }
 
