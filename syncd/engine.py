@@ -251,7 +251,7 @@ class Engine:
         ctx.skipped[reason.split(":", 1)[0]] += 1
 
     async def _forget(self, ctx: PassContext, action: Action, record: Any) -> None:
-        self.ledger.forget(ctx.mailbox, action.event_id)
+        self.ledger.forget(ctx.mailbox, action.event_id, fence=ctx.fence)
         ctx.outcomes["forgotten"] += 1
 
     async def _create(self, ctx: PassContext, action: Action, record: Any) -> None:
@@ -312,8 +312,8 @@ class Engine:
             return None
         candidates = await ctx.target.find_entries(
             project_id=record.project_id, start=record.start, end=record.end)
-        taken = {r.entry_id for r in self.ledger.records(ctx.mailbox).values()
-                 if r.entry_id and r.event_id != record.event_id}
+        taken = self.ledger.entries_taken([c.id for c in candidates],
+                                          user=ctx.mailbox, event_id=record.event_id)
         return next((c for c in candidates if c.id not in taken), None)
 
     async def _recover(self, ctx: PassContext, action: Action, record: Any) -> None:

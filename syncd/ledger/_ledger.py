@@ -228,6 +228,20 @@ class Ledger:
             ).first()
         return None if row is None else record(row)
 
+    def entries_taken(self, entry_ids: Collection[str], *, user: str,
+                      event_id: str) -> set[str]:
+        """Which of these InLoox entries any other record (of any user) holds."""
+        if not entry_ids:
+            return set()
+        with self._read("read entries") as connection:
+            rows = connection.execute(
+                select(EVENTS.c.entry_id).where(
+                    EVENTS.c.entry_id.in_(list(entry_ids)),
+                    ~((EVENTS.c.user == user) & (EVENTS.c.event_id == event_id)),
+                )
+            ).all()
+        return {row.entry_id for row in rows}
+
     def claim(
         self,
         user: str,

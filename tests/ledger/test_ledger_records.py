@@ -361,3 +361,15 @@ def test_reset_failed_for_one_event(ledger: Ledger) -> None:
 def test_ping_answers(ledger: Ledger) -> None:
     """A reachable ledger pings without error."""
     ledger.ping()
+
+
+def test_entries_taken_sees_every_user_but_the_asking_record(ledger: Ledger) -> None:
+    """An in-doubt lookup never adopts an entry another record (any user) holds."""
+    claim(ledger, "ev-1", USER)
+    claim(ledger, "ev-2", OTHER)
+    ledger.transition(USER, "ev-1", State.BOOKED, entry_id="E-1")
+    ledger.transition(OTHER, "ev-2", State.BOOKED, entry_id="E-2")
+
+    taken = ledger.entries_taken(["E-1", "E-2", "E-3"], user=USER, event_id="ev-1")
+
+    assert taken == {"E-2"}
