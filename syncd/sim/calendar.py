@@ -19,6 +19,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from syncd.sim.scenario import WEEKDAYS
+
 Clock = Callable[[], datetime]
 JSON = dict[str, Any]
 
@@ -38,15 +40,6 @@ WINDOWS_ZONES = {
     "Asia/Kolkata": "India Standard Time",
     "Australia/Sydney": "AUS Eastern Standard Time",
 }
-WEEKDAYS = (
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-)
 _ID_PREFIX = "AAMkAGVmMDEzMTM4LTZmYWUtNDdkNC1hMDZiLTU1OGY5OTZhYmY4OABGAAAAAAA"
 _DEFAULT_ID_PREFIX = "AAMkADQ0ZjRmYzE3LWM4NjktNGM0Ni05OWQ5LWU0ZGY4ZDAzZDQ2OABGAAAAAAB"
 _OCCURRENCE_PREFIX = "AAMkAGVmMDEzMTM4LTZmYWUtNDdkNC1hMDZiLTU1OGY5OTZhYmY4OAFRAAgI"
