@@ -324,15 +324,39 @@ class Engine:
             log.warning("lookup_failed", event_id=action.event_id, error=str(exc))
             ctx.outcomes["failed"] += 1
             return
-        if entry is not None:
-            self._transition(ctx, record.event_id, planner.BOOKED,
-                             entry_id=entry.id, booked_at=ctx.now, last_error=None)
-            ctx.outcomes["recovered"] += 1
-            log.info("event_recovered", event_id=record.event_id, entry_id=entry.id)
+        if entry is None:
+            await self._rebook(ctx, action, record)
+            return
+        booked = self._transition(ctx, record.event_id, planner.BOOKED,
+                                  entry_id=entry.id, booked_at=ctx.now,
+                                  last_error=None)
+        ctx.outcomes["recovered"] += 1
+        log.info("event_recovered", event_id=record.event_id, entry_id=entry.id)
+        follow = planner.after_recovery(action, booked, ctx.user, now=ctx.now)
+        if follow is not None:
+            await self.apply(ctx, follow, booked)
+
+    async def _rebook(self, ctx: PassContext, action: Action, record: Any) -> None:
+        """Nothing was booked: book the event as it is now, or let it go."""
+        in_doubt = (planner.PENDING, planner.IN_DOUBT)
+        if not action.decision.book and action.event is None:
+            self.ledger.forget(ctx.mailbox, record.event_id, fence=ctx.fence)
+            ctx.outcomes["forgotten"] += 1
+            return
+        start, end, all_day = _bounds(action, record)
+        place = {"project_id": action.decision.project or record.project_id,
+                 "task_id": action.decision.task if action.decision.project
+                 else record.task_id,
+                 "start": start, "end": end, "all_day": all_day}
+        if not action.decision.book:
+            reason = action.decision.reason
+            self._transition(ctx, record.event_id, planner.SKIPPED, expect=in_doubt,
+                             reason=reason, **place)
+            ctx.skipped[reason.split(":", 1)[0]] += 1
             return
         claimed = self._transition(ctx, record.event_id, planner.PENDING,
-                                   expect=(planner.PENDING, planner.IN_DOUBT),
-                                   attempts=record.attempts + 1)
+                                   expect=in_doubt, attempts=record.attempts + 1,
+                                   **place)
         await self._book(ctx, claimed)
 
     async def _update(self, ctx: PassContext, action: Action, record: Any) -> None:

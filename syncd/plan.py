@@ -242,6 +242,9 @@ def _plan_booked(event: Event, record: Known, decision: Decision, policy: Policy
                       why=f"older than freeze_after ({frozen})")
     if not decision.book and decision.reason in rules.NOT_WORK:
         return _retraction(event.id, record, decision, event, policy)
+    if decision.reason == rules.TOO_OLD:
+        # Moved back beyond what InLoox accepts: the entry cannot follow it.
+        return _retraction(event.id, record, decision, event, policy)
     if decision.reason == rules.NOT_ENDED and policy.on_change == "update":
         return Action("retract", event.id, decision, event, record.entry_id,
                       why="moved to a time that has not ended; booked again after")
@@ -251,6 +254,21 @@ def _plan_booked(event: Event, record: Known, decision: Decision, policy: Policy
                       why="meeting changed after booking", changes=changes)
     return Action("nothing", event.id, decision, event, record.entry_id,
                   why="booked, unchanged")
+
+
+def after_recovery(action: Action, record: Known, policy: Policy, *,
+                   now: datetime) -> Action | None:
+    """What follows once an in-doubt claim turned out booked.
+
+    The event may have moved, changed project, been declined or deleted
+    while its outcome was unknown: the found entry follows it like any
+    booked one.
+    """
+    if action.event is not None:
+        return _plan_booked(action.event, record, action.decision, policy, now)
+    if not action.decision.book:
+        return _plan_gone(record, policy, now)
+    return None
 
 
 def _changes(event: Event, record: Known, decision: Decision,
@@ -277,6 +295,10 @@ def _retraction(event_id: str, record: Known, decision: Decision,
 
 def _plan_gone(record: Known, policy: Policy, now: datetime) -> Action:
     decision = Decision.skip(rules.CANCELLED)
+    if _state(record) in (PENDING, IN_DOUBT):
+        return Action("recover", record.event_id, replace(decision, reason="deleted"),
+                      entry_id=record.entry_id,
+                      why="deleted while in doubt: look the entry up, retract it")
     if _state(record) in KEEP_WHEN_GONE:
         return Action("nothing", record.event_id, decision, entry_id=record.entry_id,
                       why=f"deleted, but {_state(record)}: the entry stays")
