@@ -55,8 +55,14 @@ class Sim:
     def faults(self, **changes: Any) -> None:
         self._client.post(f"{self._url}/faults", json=changes).raise_for_status()
 
-    def requests(self) -> dict[str, int]:
-        """Requests served so far, by service (identity, graph, inloox)."""
+    def begin(self) -> float:
+        """Start a phase: zero the simulator's counters; its CPU so far."""
+        self._client.post(f"{self._url}/stats/reset").raise_for_status()
+        return self.cpu()
+
+    def requests(self, cpu_before: float) -> dict[str, int]:
+        """What the simulator served since ``begin()``, by service, and the peak
+        concurrency it saw (InLoox overall, Graph per mailbox)."""
         stats = self._client.get(f"{self._url}/stats").json()
         out: dict[str, int] = {"identity": 0, "graph": 0, "inloox": 0}
         for row in stats["requests"]:
@@ -65,12 +71,8 @@ class Sim:
         out["inloox_max_concurrent"] = stats["inloox_max_concurrent"]
         out["graph_max_concurrent"] = max(stats["max_concurrent"].values(), default=0)
         out["throttled"] = stats["throttled"]
-        out["sim_cpu_ms"] = int(self.cpu() * 1000)
+        out["sim_cpu_ms"] = int((self.cpu() - cpu_before) * 1000)
         return out
-
-
-def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {k: after[k] - before.get(k, 0) for k in after}
 
 
 async def measure(work: Callable[[], Awaitable[T]],
@@ -191,24 +193,24 @@ async def main_job(job: dict[str, Any]) -> dict[str, Any]:
 
 async def _backlog(out: dict[str, Any], runner: Any, sim: Sim, users: list[str],
                    parallel: int, name: str = "backlog") -> None:
-    before = sim.requests()
+    before = sim.begin()
     results, cpu, wall = await measure(lambda: passes(runner, users, parallel))
     out[name] = {"cpu": cpu, "wall": wall, "parallel": parallel, **totals(results),
-                 "requests": delta(sim.requests(), before)}
+                 "requests": sim.requests(before)}
 
 
 async def _settle(out: dict[str, Any], runner: Any, sim: Sim, users: list[str],
                   parallel: int) -> None:
     """The pass after booking: InLoox tagged every event, so each one is back."""
-    before = sim.requests()
+    before = sim.begin()
     results, cpu, wall = await measure(lambda: passes(runner, users, parallel))
     out["settle"] = {"cpu": cpu, "wall": wall, **totals(results),
-                     "requests": delta(sim.requests(), before)}
+                     "requests": sim.requests(before)}
 
 
 async def _quiet(out: dict[str, Any], runner: Any, sim: Sim, users: list[str],
                  parallel: int, rounds: int) -> None:
-    before = sim.requests()
+    before = sim.begin()
     cpu = wall = 0.0
     results: list[Any] = []
     for _ in range(rounds):
@@ -216,7 +218,7 @@ async def _quiet(out: dict[str, Any], runner: Any, sim: Sim, users: list[str],
         results += got
         cpu, wall = cpu + c, wall + w
     out["quiet"] = {"cpu": cpu, "wall": wall, **totals(results),
-                    "requests": delta(sim.requests(), before)}
+                    "requests": sim.requests(before)}
 
 
 async def _unchanged(out: dict[str, Any], runner: Any, ledger: Any, sim: Sim,
@@ -224,10 +226,10 @@ async def _unchanged(out: dict[str, Any], runner: Any, ledger: Any, sim: Sim,
     """A fresh round (as when the window moves): every event again, unchanged."""
     for mailbox in users:
         ledger.drop_cursor(mailbox)
-    before = sim.requests()
+    before = sim.begin()
     results, cpu, wall = await measure(lambda: passes(runner, users, parallel))
     out["unchanged"] = {"cpu": cpu, "wall": wall, **totals(results),
-                        "requests": delta(sim.requests(), before)}
+                        "requests": sim.requests(before)}
 
 
 async def _reread(config: Any, runner: Any, sim: Sim, users: list[str],
@@ -252,14 +254,14 @@ async def _reread(config: Any, runner: Any, sim: Sim, users: list[str],
             got += await asyncio.gather(*(one(m) for m in users))
         return got
 
-    before = sim.requests()
+    before = sim.begin()
     polls, cpu, wall = await measure(round_)
     await tool.aclose()
     return {"page_size": page_size, "polls": len(polls), "cpu": cpu, "wall": wall,
             "client_requests": sum(p.requests for p in polls),
             "bytes": sum(p.bytes for p in polls),
             "events": sum(p.events for p in polls),
-            "requests": delta(sim.requests(), before)}
+            "requests": sim.requests(before)}
 
 
 def cpu_profile() -> cProfile.Profile:

@@ -220,7 +220,8 @@ def plan(config: ConfigOption, user: UserOption = None,
                               indent=2, ensure_ascii=False))
     else:
         for mailbox, planned in plans.items():
-            _print_plan(mailbox, planned)
+            _print_plan(f"{mailbox} (times in {loaded.user(mailbox).timezone})",
+                        planned)
     raise typer.Exit(EX_FAIL if failed else EX_OK)
 
 

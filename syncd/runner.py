@@ -17,8 +17,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -401,7 +402,8 @@ class Runner:
         round_, _content, _window, known = await self.engine.prepare(ctx, fresh=True)
         resolve = await self.engine.resolver(ctx, round_)
         actions = planner.plan(round_, known, user, now=ctx.now, resolve=resolve)
-        return [_planned(a, known.get(a.event_id)) for a in actions]
+        zone = _display_zone(user.timezone)
+        return [_planned(a, known.get(a.event_id), zone) for a in actions]
 
 
 def config_secrets(config: Any) -> list[str]:
@@ -517,13 +519,29 @@ def _summary(result: PassResult) -> dict[str, Any]:
     }
 
 
-def _planned(action: Action, record: Any) -> PlannedEvent:
+def _planned(action: Action, record: Any, zone: tzinfo) -> PlannedEvent:
+    """One plan line; instants shown in the user's zone, all-day events as dates."""
     event = action.event
     start = event.start if event else (record.start if record else None)
     end = event.end if event else (record.end if record else None)
     return PlannedEvent(
         action=action,
         subject=event.subject if event else None,
-        start=start.isoformat() if start else "",
-        end=end.isoformat() if end else "",
+        start=_shown(start, zone),
+        end=_shown(end, zone),
     )
+
+
+def _shown(value: datetime | date | None, zone: tzinfo) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(zone).isoformat()
+    return value.isoformat()
+
+
+def _display_zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError, OSError):
+        return UTC
