@@ -128,15 +128,25 @@ def _duration(value: timedelta | float) -> timedelta:
     return timedelta(seconds=float(value))
 
 
-def first_run_delay(mailbox: str, interval: timedelta) -> timedelta:
+FIRST_RUN_SPREAD_PER_USER = timedelta(seconds=1)
+"""First passes start about this far apart on average (at most one interval
+in all): one user starts at once, a thousand spread over the interval."""
+
+
+def first_run_delay(mailbox: str, interval: timedelta,
+                    users: int | None = None) -> timedelta:
     """Where in the first interval this user's first pass falls.
 
     A stable hash of the mailbox spreads users evenly, so a thousand users do
-    not all start at once, and a restart keeps each user's slot.
+    not all start at once, and a restart keeps each user's slot.  With few
+    users the spread shrinks to about a second per user, so a consultant's
+    first pass runs right after start instead of up to an interval later.
     """
+    spread = interval if users is None else min(
+        interval, FIRST_RUN_SPREAD_PER_USER * users)
     digest = hashlib.sha256(mailbox.lower().encode()).digest()
     fraction = int.from_bytes(digest[:8], "big") / 2**64
-    return interval * fraction
+    return spread * fraction
 
 
 def record_pass(result: PassResult, *, duration: float, now: float) -> None:
@@ -646,7 +656,8 @@ def _trigger(mailbox: str, config: ServiceConfig, now: datetime) -> IntervalTrig
     jitter = config.jitter.total_seconds()
     return IntervalTrigger(
         seconds=config.interval.total_seconds(),
-        start_date=now + first_run_delay(mailbox, config.interval),
+        start_date=now + first_run_delay(mailbox, config.interval,
+                                         len(config.users)),
         jitter=jitter or None,
         timezone=UTC,
     )

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from syncd.config._durations import format_duration, parse_duration
+from syncd.config._ledger_url import check_ledger_url
 from syncd.errors import SyncdError
 
 # syncd.yaml
@@ -62,7 +63,6 @@ _GUID = re.compile(
 _MAILBOX = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 _DOMAIN = re.compile(r"[^@\s]+\.[^@\s.]+")
 _URL = re.compile(r"https?://[^\s/]+\S*")
-_SQLALCHEMY_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(?P<port>\d{1,5})")
 
 
@@ -155,19 +155,19 @@ def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
 
 
 class LedgerConfig(_Model):
-    """Where the ledger lives: any SQLAlchemy URL."""
+    """Where the ledger lives: a SQLite file or PostgreSQL through psycopg 3.
+
+    A relative SQLite path is made absolute against the config file's
+    directory, and ``postgresql://`` becomes ``postgresql+psycopg://``.
+    """
 
     url: Text
 
     @field_validator("url")
     @classmethod
-    def _sqlalchemy_url(cls, value: str) -> str:
-        if not _SQLALCHEMY_URL.fullmatch(value):
-            raise ValueError(
-                "must be a SQLAlchemy URL like sqlite:////var/lib/syncd/ledger.db "
-                f"or postgresql+psycopg://user@host/syncd (got {value!r})"
-            )
-        return value
+    def _sqlalchemy_url(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        return check_ledger_url(value, None if base is None else Path(base))
 
 
 class ScheduleConfig(_Model):

@@ -456,6 +456,18 @@ def test_first_runs_spread_over_the_interval() -> None:
     assert all(50 <= tenths[i] <= 150 for i in range(10))
 
 
+def test_few_users_start_within_a_second_each() -> None:
+    """One user starts within a second; three within three seconds."""
+    interval = timedelta(minutes=5)
+
+    one = first_run_delay("alice@contoso.example", interval, users=1)
+    three = [first_run_delay(f"u{i}@contoso.example", interval, users=3)
+             for i in range(3)]
+
+    assert one < timedelta(seconds=1)
+    assert all(d < timedelta(seconds=3) for d in three)
+
+
 def test_record_pass_feeds_the_metrics() -> None:
     """A pass result becomes event counters, a duration and a last-success time."""
     user = "metrics@contoso.example"
