@@ -409,7 +409,10 @@ class Engine:
                        exc: Exception) -> None:
         ctx.outcomes["failed"] += 1
         if isinstance(exc, TransientError):
-            ctx.keep_cursor = True
+            ctx.keep_cursor = True  # the next pass reads the same round again
+        else:
+            self._transition(ctx, action.event_id, planner.BOOKED,
+                             last_error=str(exc))
         log.warning("change_failed", event_id=action.event_id, kind=action.kind,
                     error=str(exc))
 

@@ -12,7 +12,8 @@ never a literal value.  When the key is absent or empty, or its variable is
 unset, ``$CREDENTIALS_DIRECTORY/<credential name>`` is read instead: the dotted
 key (``graph.client_secret``, ``inloox.api_key``, ``inloox.token``) and for a
 user's own credentials the mailbox in front
-(``alice@contoso.example.inloox.api_key``).
+(``alice@contoso.example.inloox.api_key``): the mailbox as written first, then
+lower-cased, the canonical name that messages give.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ class Environment:
         if directory is None or not (directory / name).is_file():
             return None
         return self._read(directory / name)
+
+    def first_credential(self, names: tuple[str, ...]) -> str | None:
+        """Read the first credential file of ``names`` that exists."""
+        for name in names:
+            value = self.credential(name)
+            if value is not None:
+                return value
+        return None
 
     def required_credential(self, name: str) -> str:
         """Read credential file ``name``; its absence is an error."""
@@ -158,10 +167,14 @@ def resolve_secrets(
     data: dict[str, Any],
     base: KeyPath,
     keys: tuple[KeyPath, ...],
-    prefix: str,
+    prefixes: tuple[str, ...],
     environment: Environment,
 ) -> None:
-    """Replace each secret key of ``data`` by a SecretStr (or None) in place."""
+    """Replace each secret key of ``data`` by a SecretStr (or None) in place.
+
+    The credential file of a key is looked up under each prefix in turn; the
+    last prefix gives the canonical name that messages show.
+    """
     for key in keys:
         section_name, name = key
         section = data.get(str(section_name))
@@ -169,9 +182,10 @@ def resolve_secrets(
             section = {}
         if not isinstance(section, dict):
             continue
-        credential = prefix + ".".join(map(str, key))
+        dotted = ".".join(map(str, key))
+        credentials = tuple(dict.fromkeys(p + dotted for p in prefixes))
         secret = _secret(
-            doc, section.get(str(name)), (*base, *key), credential, environment
+            doc, section.get(str(name)), (*base, *key), credentials, environment
         )
         if secret is not None or str(name) in section:
             section[str(name)] = secret
@@ -179,21 +193,28 @@ def resolve_secrets(
 
 
 def _secret(
-    doc: Document, raw: Any, path: KeyPath, credential: str, environment: Environment
+    doc: Document,
+    raw: Any,
+    path: KeyPath,
+    credentials: tuple[str, ...],
+    environment: Environment,
 ) -> SecretStr | None:
     """Resolve one secret value; a literal in YAML is a problem."""
     try:
-        value = _secret_text(raw, credential, environment)
+        value = _secret_text(raw, credentials, environment)
     except ExpansionError as exc:
         doc.report(path, str(exc))
         return UNRESOLVED
     return SecretStr(value) if value else None
 
 
-def _secret_text(raw: Any, credential: str, environment: Environment) -> str | None:
+def _secret_text(
+    raw: Any, credentials: tuple[str, ...], environment: Environment
+) -> str | None:
     """The secret's text from its reference, or from the credential file."""
+    credential = credentials[-1]
     if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return environment.credential(credential)
+        return environment.first_credential(credentials)
 
     match = _WHOLE_REFERENCE.fullmatch(raw) if isinstance(raw, str) else None
     if match is None:
@@ -201,11 +222,11 @@ def _secret_text(raw: Any, credential: str, environment: Environment) -> str | N
             "secrets never live in YAML: write ${VAR} and set VAR in the "
             f"environment, or put it in ${CREDENTIALS_ENV}/{credential}"
         )
-    return _secret_reference(match.group(1), credential, environment)
+    return _secret_reference(match.group(1), credentials, environment)
 
 
 def _secret_reference(
-    body: str, credential: str, environment: Environment
+    body: str, credentials: tuple[str, ...], environment: Environment
 ) -> str | None:
     """Resolve ``${VAR}`` / ``${VAR:-}`` / ``${file:NAME}`` for a secret."""
     if body.startswith("file:"):
@@ -218,10 +239,10 @@ def _secret_reference(
             f"secrets never live in YAML: the default of ${{{name}:-...}} must be "
             "empty; set the variable instead"
         )
-    value = environment.env.get(name) or environment.credential(credential)
+    value = environment.env.get(name) or environment.first_credential(credentials)
     if value or has_default:
         return value
     raise ExpansionError(
         f"environment variable {name} is not set; set it or create "
-        f"${CREDENTIALS_ENV}/{credential}"
+        f"${CREDENTIALS_ENV}/{credentials[-1]}"
     )

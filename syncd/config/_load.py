@@ -35,7 +35,7 @@ from syncd.config._yaml import Document, KeyPath, read_document
 from syncd.errors import ConfigError, Problem
 
 USER_FILE_SUFFIXES = (".yaml", ".yml")
-_SECRET_NAMES = {"client_secret", "api_key", "token", "inloox"}
+_SECRET_NAMES = {"client_secret", "api_key", "token", "inloox", "url"}
 _LOADER_KEYS = {"source", "source_file"}
 M = TypeVar("M", bound=BaseModel)
 
@@ -124,7 +124,7 @@ def _global_secrets(
     doc: Document, data: dict[str, Any], environment: Environment
 ) -> bool:
     """Resolve syncd.yaml's secrets; tell whether a default InLoox one is set."""
-    resolve_secrets(doc, data, (), SECRET_KEYS, "", environment)
+    resolve_secrets(doc, data, (), SECRET_KEYS, ("",), environment)
     inloox = data.get("inloox")
     if not isinstance(inloox, dict):
         return False
@@ -162,6 +162,13 @@ def _users_dir(
     except ExpansionError as exc:
         doc.report(("users_dir",), str(exc))
         return None
+    if directory.exists() and not directory.is_dir():
+        doc.report(
+            ("users_dir",),
+            f"{directory} is a file, not a directory: point users_dir at the "
+            "directory of user files (relative to this file), like users.d",
+        )
+        return None
     if not directory.is_dir():
         doc.report(
             ("users_dir",),
@@ -176,7 +183,10 @@ def _users_dir(
 
 
 def _user_files(doc: Document, directory: Path | None) -> list[Path]:
-    """Every ``*.yaml``/``*.yml`` in users.d, sorted by name, hidden files aside."""
+    """Every ``*.yaml``/``*.yml`` in users.d, sorted by name, hidden ones aside.
+
+    A directory so named is listed too: loading it reports the mistake.
+    """
     if directory is None:
         return []
     try:
@@ -187,7 +197,7 @@ def _user_files(doc: Document, directory: Path | None) -> list[Path]:
     return [
         p
         for p in entries
-        if p.suffix in USER_FILE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        if p.suffix in USER_FILE_SUFFIXES and not p.name.startswith(".")
     ]
 
 
@@ -249,6 +259,15 @@ def _inline_users(
 
 def _file_user(path: Path, environment: Environment, users: _Users) -> Document:
     """Load one users.d file."""
+    if path.is_dir():
+        doc = Document(str(path))
+        doc.report(
+            (),
+            "is a directory, not a user file: move the user files out of it "
+            "or rename it so that its name does not end in .yaml or .yml",
+        )
+        users.rejected.append(doc.file)
+        return doc
     doc = read_document(path, str(path))
     raw = _root_mapping(doc, "needs at least mailbox and timezone")
     user = None if () in doc.reported else _user(doc, raw, (), environment)
@@ -273,14 +292,24 @@ def _user(
         del raw[key]
 
     mailbox = raw.get("mailbox")
-    prefix = f"{mailbox.strip()}." if isinstance(mailbox, str) else "-."
-    resolve_secrets(doc, raw, base, USER_SECRET_KEYS, prefix, environment)
+    resolve_secrets(doc, raw, base, USER_SECRET_KEYS, _prefixes(mailbox), environment)
     expanded = expand_tree(doc, raw, base, environment)
     expanded["source_file"] = Path(doc.file)
     user = _validate(doc, UserConfig, expanded, base, Path(doc.file).parent)
     if _has_problems(doc, base, before):
         return None
     return user
+
+
+def _prefixes(mailbox: Any) -> tuple[str, ...]:
+    """Credential file prefixes of a user: the mailbox as written, then lower-case.
+
+    Mailboxes compare case-insensitively, so the lower-case name is canonical.
+    """
+    if not isinstance(mailbox, str):
+        return ("-.",)
+    written = f"{mailbox.strip()}."
+    return (written, written.lower())
 
 
 def _has_problems(doc: Document, base: KeyPath, before: int) -> bool:
@@ -325,7 +354,7 @@ def _check_users(
                 "inloox",
             )
 
-    if ("users_dir",) in doc.reported:
+    if ("users_dir",) in doc.reported or () in doc.reported:
         return
     if not users.loaded and not users.rejected and not any_inline:
         where = f"{users_dir} has no *.yaml file" if users_dir else "users: is empty"

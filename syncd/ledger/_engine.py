@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import asbool
 
 from syncd.errors import LedgerError
 
@@ -28,28 +36,91 @@ KEEPALIVE = {
 """PostgreSQL: notice a vanished server within about a minute, not hours."""
 READ_ONLY = "syncd_read_only"
 """Execution option: begin a deferred SQLite transaction (no write lock)."""
+URL_FORMS = "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+SQLITE_FORMS = "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
 
 def sqlite_path(url: URL) -> Path | None:
-    """The database file of a SQLite URL, or None (in-memory, other dialects)."""
+    """The database file a SQLite URL names, as written, or None (in memory).
+
+    A ``file:`` name is a SQLite URI only with ``?uri=true``; without it the
+    driver would take it as a plain file name, which this refuses to guess.
+    """
     if url.get_backend_name() != "sqlite":
         return None
     database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if not database or database == ":memory:":
         return None
-    return Path(database)
+    if not database.startswith("file:"):
+        return Path(database)
+    if not asbool(url.query.get("uri", False)):
+        return None
+    return _uri_path(database, url.query.get("mode"))
+
+
+def _uri_path(database: str, mode: object) -> Path | None:
+    path = unquote(urlsplit(database).path)
+    if mode == "memory" or path in ("", ":memory:"):
+        return None
+    return Path(path)
+
+
+def database_file(engine: Engine) -> str | None:
+    """The file SQLite really opened, symlinks resolved; None in memory.
+
+    Asked of SQLite itself, so every spelling of a URL (relative, URI form,
+    percent-encoded, through a symlink) names the same file.
+    """
+    if engine.dialect.name != "sqlite":
+        return None
+    with wrapped("open"), engine.connect() as connection:
+        rows = connection.execute(text("PRAGMA database_list")).all()
+    file = next((row[2] for row in rows if row[1] == "main"), "")
+    return os.path.realpath(file) if file else None
 
 
 def create(url_text: str) -> Engine:
-    """An engine for ``url_text`` set up the way the ledger needs it."""
-    url = make_url(url_text)
+    """An engine for ``url_text`` set up the way the ledger needs it.
+
+    A URL that is malformed, names an unknown dialect or a driver that is
+    not installed is a :class:`LedgerError` that never shows the password.
+    """
+    url = _parse(url_text)
+    shown = url.render_as_string(hide_password=True)
+    try:
+        return _create(url)
+    except NoSuchModuleError:
+        raise LedgerError(
+            f"unknown database {url.drivername!r} in ledger URL {shown}; {URL_FORMS}"
+        ) from None
+    except ArgumentError:
+        forms = SQLITE_FORMS if url.get_backend_name() == "sqlite" else URL_FORMS
+        raise LedgerError(f"invalid ledger URL {shown}; {forms}") from None
+    except ImportError as exc:
+        raise LedgerError(
+            f"the driver for {url.drivername!r} is not installed "
+            f"({exc.name or exc}); {URL_FORMS}"
+        ) from None
+    except OSError as exc:
+        raise LedgerError(
+            f"cannot create the ledger directory: {exc.strerror} ({exc.filename})"
+        ) from None
+
+
+def _parse(url_text: str) -> URL:
+    try:
+        return make_url(url_text)
+    except ArgumentError:
+        raise LedgerError(f"the ledger URL is not a database URL; {URL_FORMS}") from None
+
+
+def _create(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
     if url.get_backend_name() == "postgresql":
         return _postgres_engine(url)
     raise LedgerError(
-        f"unsupported ledger database {url.get_backend_name()!r}; "
-        "use sqlite:///PATH or postgresql+psycopg://..."
+        f"unsupported ledger database {url.get_backend_name()!r}; {URL_FORMS}"
     )
 
 
