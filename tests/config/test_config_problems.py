@@ -321,3 +321,81 @@ def test_format_problems_lists_then_counts() -> None:
         "users.d/a.yaml: cannot read the file\n"
         "2 configuration problems found"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the file is empty: it needs at least ledger, graph and inloox"),
+        (
+            "# only a comment\n",
+            "the file is empty: it needs at least ledger, graph and inloox",
+        ),
+        (
+            "- ledger\n",
+            "must be a mapping of keys; it needs at least ledger, graph and inloox",
+        ),
+        ("ledger: [\n", "YAML syntax error: "),
+    ],
+)
+def test_unusable_file_is_one_problem(
+    write: Write, env: dict[str, str], text: str, message: str
+) -> None:
+    """An empty, non-mapping or broken syncd.yaml is not also 'no users configured'."""
+    path = write(text)
+
+    problems = problems_of(path, env)
+
+    assert [(p.key, p.message[: len(message)]) for p in problems] == [("", message)]
+
+
+def test_unreadable_file_is_one_problem(tmp_path: Path, env: dict[str, str]) -> None:
+    """A syncd.yaml that cannot be read gives that problem only."""
+    path = tmp_path / "missing.yaml"
+
+    problems = problems_of(path, env)
+
+    assert [(p.file, p.key) for p in problems] == [(str(path), "")]
+    assert problems[0].message.startswith("cannot read the file: ")
+
+
+def test_users_dir_that_is_a_file(
+    write: Write, global_yaml: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """users_dir naming a file says so, instead of 'no such directory'."""
+    path = write(global_yaml.replace("users_dir: users.d", "users_dir: syncd.yaml"))
+
+    problems = problems_of(path, env)
+
+    assert [(p.line, p.key, p.message) for p in problems] == [
+        (
+            10,
+            "users_dir",
+            f"{tmp_path / 'syncd.yaml'} is a file, not a directory: point users_dir "
+            "at the directory of user files (relative to this file), like users.d",
+        )
+    ]
+
+
+def test_directory_named_like_a_user_file(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """users.d/dir.yaml/ is a problem of its own; the other users still load."""
+    path = write(global_yaml, alice=user_yaml)
+    directory = tmp_path / "users.d" / "dir.yaml"
+    directory.mkdir()
+
+    result = load_config_lenient(path, env=env)
+
+    assert [(p.file, p.line, p.key, p.message) for p in result.problems] == [
+        (
+            str(directory),
+            None,
+            "",
+            "is a directory, not a user file: move the user files out of it "
+            "or rename it so that its name does not end in .yaml or .yml",
+        )
+    ]
+    assert result.rejected == (str(directory),)
+    assert result.config is not None
+    assert [u.mailbox for u in result.config.users] == ["alice@contoso.example"]

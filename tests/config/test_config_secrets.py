@@ -220,3 +220,58 @@ def test_misplaced_secret_is_not_echoed(
     assert [(p.line, p.key, p.message) for p in problems] == [
         (3, "inloox", "must be a mapping of keys")
     ]
+
+
+def test_user_credential_file_in_lower_case(
+    write: Write, global_yaml: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Mailbox ALICE@Contoso.Example finds alice@contoso.example.inloox.api_key."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "alice@contoso.example.inloox.api_key").write_text("lower-key\n")
+    path = write(global_yaml, alice="mailbox: ALICE@Contoso.Example\ntimezone: UTC\n")
+
+    config = load_config(path, env={**env, "CREDENTIALS_DIRECTORY": str(creds)})
+
+    own = config.users[0].inloox
+    assert own is not None and own.api_key is not None
+    assert own.api_key.get_secret_value() == "lower-key"
+
+
+def test_user_credential_file_exact_case_first(
+    write: Write, global_yaml: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The file named with the mailbox exactly as written wins over lower case."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "alice@contoso.example.inloox.token").write_text("lower-token")
+    (creds / "Alice@contoso.example.inloox.token").write_text("exact-token")
+    path = write(global_yaml, alice="mailbox: Alice@contoso.example\ntimezone: UTC\n")
+
+    config = load_config(path, env={**env, "CREDENTIALS_DIRECTORY": str(creds)})
+
+    own = config.users[0].inloox
+    assert own is not None and own.token is not None
+    assert own.token.get_secret_value() == "exact-token"
+
+
+def test_missing_user_credential_names_the_lower_case_file(
+    write: Write, global_yaml: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """An unset ${VAR} of a user's key points at the canonical lower-case file."""
+    path = write(
+        global_yaml,
+        alice="mailbox: ALICE@Contoso.Example\ntimezone: UTC\n"
+        "inloox:\n  api_key: ${ALICE_KEY}\n",
+    )
+
+    problems = problems_of(path, {**env, "CREDENTIALS_DIRECTORY": str(tmp_path)})
+
+    assert [(p.line, p.key, p.message) for p in problems] == [
+        (
+            4,
+            "inloox.api_key",
+            "environment variable ALICE_KEY is not set; set it or create "
+            "$CREDENTIALS_DIRECTORY/alice@contoso.example.inloox.api_key",
+        )
+    ]
