@@ -3,8 +3,9 @@
 Only what syncd ships can work: SQLite (``sqlite://``, ``sqlite+pysqlite://``)
 and PostgreSQL through psycopg 3 (``postgresql+psycopg://``).  Plain
 ``postgresql://`` would make SQLAlchemy pick psycopg2, so it is rewritten.  A
-relative SQLite path is made absolute against the directory of syncd.yaml, so
-every run uses the same ledger whatever its working directory.
+relative SQLite path, plain or in a ``file:`` URI (``?uri=true``), is made
+absolute against the directory of syncd.yaml, so every run uses the same ledger
+whatever its working directory.
 
 Messages never repeat the URL's user name or password.
 """
@@ -98,14 +99,10 @@ def _sqlite(parts: _Parts, base_dir: Path | None) -> str:
     if parts.userinfo or parts.host or parts.port:
         raise ValueError(_host_message(parts))
     database = parts.database
-    if _is_uri(parts):
-        raise ValueError(
-            "SQLite URI filenames (file:..., uri=true) are not supported: syncd "
-            "could not lock the ledger file against a second syncd; write "
-            "sqlite:///PATH (relative to this file) or sqlite:////ABSOLUTE/PATH"
-        )
     if database is None or database in _IN_MEMORY:
         return _sqlite_url(parts, database)
+    if database.startswith("file:"):
+        return _sqlite_url(parts, _uri_database(parts, database, base_dir))
     return _sqlite_url(parts, _absolute(database, base_dir))
 
 
@@ -123,12 +120,33 @@ def _host_message(parts: _Parts) -> str:
     )
 
 
-def _is_uri(parts: _Parts) -> bool:
-    """Whether pysqlite would read the database as a ``file:`` URI."""
-    if (parts.database or "").startswith("file:"):
-        return True
-    query = parse_qsl(parts.query or "", keep_blank_values=True)
-    return any(key == "uri" and value.lower() in _TRUE for key, value in query)
+def _uri_database(parts: _Parts, database: str, base_dir: Path | None) -> str:
+    """A ``file:`` URI (``?uri=true``) with a relative path made absolute.
+
+    ``database`` is as written, escaped twice: once for SQLAlchemy's URL, once
+    for SQLite's URI; the directory put in front is escaped the same way.
+    """
+    query = dict(parse_qsl(parts.query or "", keep_blank_values=True))
+    if query.get("uri", "").lower() not in _TRUE:
+        raise ValueError(
+            "a file: name is a SQLite URI only with ?uri=true: add it, or "
+            "write sqlite:///PATH (relative to this file) or sqlite:////ABSOLUTE/PATH"
+        )
+    path = database.removeprefix("file:")
+    if path.startswith("//"):
+        host = path[2:].partition("/")[0]
+        if host not in ("", "localhost"):
+            raise ValueError(
+                f"a file: URI has no host ({host!r}): write file:/ABSOLUTE/PATH "
+                "or file:PATH (relative to this file)"
+            )
+        return database
+    in_memory = path in _IN_MEMORY or query.get("mode") == "memory"
+    if path.startswith("/") or in_memory or base_dir is None:
+        return database
+    directory = str(base_dir.resolve())
+    escaped = directory.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
+    return f"file:{_quote(escaped)}/{path}"
 
 
 def _absolute(database: str, base_dir: Path | None) -> str:

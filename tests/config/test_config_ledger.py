@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, text
 
 from syncd.config import LedgerConfig, load_config, load_config_lenient
 from syncd.errors import ConfigError, Problem
@@ -105,18 +105,26 @@ def test_relative_path_keeps_driver_and_query(
     assert ledger_url(path, env) == f"sqlite+pysqlite:///{tmp_path}/db/l.db?timeout=5"
 
 
+@pytest.mark.parametrize(
+    "url", ["sqlite:///ledger.db", "sqlite:///file:ledger.db?mode=rwc&uri=true"]
+)
 def test_config_directory_with_url_characters(
-    global_yaml: str, user_yaml: str, env: dict[str, str], tmp_path: Path
+    global_yaml: str, user_yaml: str, env: dict[str, str], tmp_path: Path, url: str
 ) -> None:
-    """A config directory named 'a?b%20c' still gives SQLAlchemy that very path."""
-    directory = tmp_path / "a?b%20c"
+    """In a directory named 'a?b%20c#d', SQLite opens that directory's ledger.db."""
+    directory = tmp_path / "a?b%20c#d"
     (directory / "users.d").mkdir(parents=True)
     (directory / "users.d" / "alice.yaml").write_text(user_yaml)
-    (directory / "syncd.yaml").write_text(global_yaml)
+    (directory / "syncd.yaml").write_text(with_url(global_yaml, url))
 
-    url = ledger_url(directory / "syncd.yaml", env)
+    engine = create_engine(ledger_url(directory / "syncd.yaml", env))
+    with engine.connect() as connection:
+        rows = connection.execute(text("PRAGMA database_list")).all()
+    engine.dispose()
 
-    assert make_url(url).database == f"{tmp_path}/a?b%20c/ledger.db"
+    assert [row[2] for row in rows if row[1] == "main"] == [
+        f"{tmp_path.resolve()}/a?b%20c#d/ledger.db"
+    ]
 
 
 def test_shipped_state_directory_url_stays_absolute() -> None:
@@ -142,27 +150,44 @@ def test_model_without_a_config_file_keeps_a_relative_path() -> None:
     assert LedgerConfig(url="sqlite:///ledger.db").url == "sqlite:///ledger.db"
 
 
+def test_relative_file_uri_is_relative_to_the_config_file(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """file:ledger.db?mode=rwc&uri=true names the file next to syncd.yaml."""
+    url = "sqlite:///file:ledger.db?mode=rwc&uri=true"
+    path = write(with_url(global_yaml, url), alice=user_yaml)
+
+    assert ledger_url(path, env) == (
+        f"sqlite:///file:{tmp_path.resolve()}/ledger.db?mode=rwc&uri=true"
+    )
+
+
+def test_uri_flag_on_a_plain_path_is_still_a_path(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """With ?uri=1 a name not starting with file: is a plain (relative) path."""
+    path = write(with_url(global_yaml, "sqlite:///ledger.db?uri=1"), alice=user_yaml)
+
+    assert ledger_url(path, env) == f"sqlite:///{tmp_path.resolve()}/ledger.db?uri=1"
+
+
 @pytest.mark.parametrize(
     "url",
     [
-        "sqlite:///file:ledger.db?mode=rwc&uri=true",
         "sqlite:///file:/var/lib/syncd/ledger.db?uri=true",
-        "sqlite:///ledger.db?uri=1",
-        "sqlite:///file:ledger.db",
+        "sqlite:///file:///var/lib/syncd/ledger.db?uri=true",
+        "sqlite:///file://localhost/var/lib/syncd/ledger.db?uri=true",
+        "sqlite:///file::memory:?uri=true",
+        "sqlite:///file:shared?mode=memory&cache=shared&uri=true",
     ],
 )
-def test_sqlite_uri_filenames_are_refused(
+def test_absolute_and_in_memory_file_uris_stay_as_written(
     write: Write, global_yaml: str, user_yaml: str, env: dict[str, str], url: str
 ) -> None:
-    """URI filenames escape the ledger's file lock, so they are a problem."""
+    """Absolute file: URIs and in-memory ones are not touched."""
     path = write(with_url(global_yaml, url), alice=user_yaml)
 
-    [problem] = ledger_problems(path, env)
-
-    assert problem.message == (
-        "SQLite URI filenames (file:..., uri=true) are not supported: syncd could "
-        f"not lock the ledger file against a second syncd; {SQLITE_FORMS}"
-    )
+    assert ledger_url(path, env) == url
 
 
 # --- URLs that cannot work ---------------------------------------------------------
@@ -202,6 +227,16 @@ def test_sqlite_uri_filenames_are_refused(
             "unsupported database 'mysql': the ledger runs on SQLite or PostgreSQL; "
             "write sqlite:///ledger.db (relative to this file), "
             "sqlite:////var/lib/syncd/ledger.db or postgresql+psycopg://user@host/syncd",
+        ),
+        (
+            "sqlite:///file:ledger.db",
+            "a file: name is a SQLite URI only with ?uri=true: add it, or "
+            f"{SQLITE_FORMS}",
+        ),
+        (
+            "sqlite:///file://server/share/ledger.db?uri=true",
+            "a file: URI has no host ('server'): write file:/ABSOLUTE/PATH or "
+            "file:PATH (relative to this file)",
         ),
         (
             "ledger.db",
