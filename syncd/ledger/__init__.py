@@ -5,6 +5,7 @@ several replicas sharing users through fenced row leases.  The schema is
 versioned with Alembic migrations shipped in ``migrations/``.
 """
 
+from syncd.ledger._engine import ledger_file
 from syncd.ledger._keeper import LeaseKeeper
 from syncd.ledger._ledger import Ledger
 from syncd.ledger._migrate import head_revision
@@ -30,5 +31,6 @@ __all__ = [
     "StateConflict",
     "UserState",
     "head_revision",
+    "ledger_file",
     "utcnow",
 ]

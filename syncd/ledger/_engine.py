@@ -58,6 +58,11 @@ def sqlite_path(url: URL) -> Path | None:
     return _uri_path(database, url.query.get("mode"))
 
 
+def ledger_file(url_text: str) -> Path | None:
+    """The SQLite file a ledger URL names (``file:`` URIs too), None if none."""
+    return sqlite_path(_parse(url_text))
+
+
 def _uri_path(database: str, mode: object) -> Path | None:
     path = unquote(urlsplit(database).path)
     if mode == "memory" or path in ("", ":memory:"):
@@ -111,7 +116,7 @@ def _parse(url_text: str) -> URL:
     try:
         return make_url(url_text)
     except ArgumentError:
-        raise LedgerError(f"the ledger URL is not a database URL; {URL_FORMS}") from None
+        raise LedgerError(f"ledger URL is not a database URL; {URL_FORMS}") from None
 
 
 def _create(url: URL) -> Engine:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -21,9 +20,10 @@ from sqlalchemy import (
     update,
 )
 
+from syncd.errors import LedgerError
 from syncd.ledger import _leases, _status
-from syncd.ledger._engine import READ_ONLY, create, sqlite_path, wrapped
-from syncd.ledger._lock import ProcessLock
+from syncd.ledger._engine import READ_ONLY, create, database_file, wrapped
+from syncd.ledger._lock import ProcessLock, claim_owner, drop_owner, lock_path
 from syncd.ledger._migrate import prepare
 from syncd.ledger._schema import CURSORS, EVENTS, PASSES, USERS
 from syncd.ledger._sql import check_fence, event_key, instant, record, upsert
@@ -148,8 +148,7 @@ class Ledger:
     def __init__(self, engine: Engine, *, clock: Clock = utcnow) -> None:
         self._engine = engine
         self._clock = clock
-        path = sqlite_path(engine.url)
-        self._lock = None if path is None else ProcessLock(Path(f"{path}.lock"))
+        self._lock: ProcessLock | None = None
 
     @classmethod
     def open(cls, url: str, *, clock: Clock = utcnow, migrate: bool = True) -> Ledger:
@@ -179,13 +178,41 @@ class Ledger:
     # -- process lock (SQLite) ---------------------------------------------
 
     def acquire_process_lock(self) -> None:
-        """SQLite: refuse to run beside another syncd on this file."""
-        if self._lock is not None:
-            self._lock.acquire()
+        """SQLite: refuse to run beside another syncd on this database file.
+
+        The lock file sits beside the file SQLite really opened, so every
+        spelling of the URL shares it; a row in ``owners`` naming this
+        process keeps a second one out even if the lock file is bypassed.
+        """
+        lock = self._process_lock()
+        if lock is None or lock.held:
+            return
+        lock.acquire()
+        try:
+            with self._write("claim process lock") as connection:
+                claim_owner(connection, lock.path, self._clock())
+        except BaseException:
+            lock.release()
+            raise
 
     def release_process_lock(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
+        lock = self._lock
+        if lock is None or not lock.held:
+            return
+        try:
+            with self._write("release process lock") as connection:
+                drop_owner(connection)
+        except LedgerError as exc:
+            log.warning("ledger_process_owner_not_dropped", error=str(exc))
+        finally:
+            lock.release()
+
+    def _process_lock(self) -> ProcessLock | None:
+        """The lock of this SQLite file; None in memory or on PostgreSQL."""
+        if self._lock is None:
+            file = database_file(self._engine)
+            self._lock = None if file is None else ProcessLock(lock_path(file))
+        return self._lock
 
     @contextmanager
     def process_lock(self) -> Iterator[None]:

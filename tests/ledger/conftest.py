@@ -37,12 +37,18 @@ def pg_url(postgres_db: str) -> str:  # noqa: F811
 
 
 @pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+    params=[
+        "sqlite",
+        "sqlite-uri",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+    ]
 )
 def ledger_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
-    """A migrated, empty ledger database of each kind."""
+    """A migrated, empty ledger database of each kind (SQLite also URI-form)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/state/ledger.db"
+    if request.param == "sqlite-uri":
+        return f"sqlite:///file:{tmp_path}/state/ledger.db?uri=true"
     return str(request.getfixturevalue("pg_url"))
 
 
