@@ -111,17 +111,10 @@ def _reading_ledger(config: Any) -> Any:
 
     ``plan`` and ``status`` never create or migrate the real ledger.
     """
-    from pathlib import Path as _Path
+    from syncd.ledger import Ledger, LedgerSchemaMissing, ledger_file
 
-    from sqlalchemy.engine import make_url
-
-    from syncd.ledger import Ledger, LedgerSchemaMissing
-
-    url = make_url(config.ledger.url)
-    database = url.database
-    missing = (url.get_backend_name() == "sqlite" and database not in (None, "",
-               ":memory:") and not _Path(database).exists())
-    if not missing:
+    path = ledger_file(config.ledger.url)
+    if path is None or path.exists():
         try:
             return Ledger.open(config.ledger.url, migrate=False)
         except LedgerSchemaMissing:
