@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ import typer
 
 from syncd.model import Action
 
-UTC = timezone.utc
 NEW_MEETING = "Customer call: Apollo rollout (added for the demo)"
 
 

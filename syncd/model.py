@@ -133,7 +133,9 @@ class Decision:
         return cls(book=False, reason=reason)
 
 
-ActionKind = Literal["create", "recover", "update", "retract", "skip", "forget", "nothing"]
+ActionKind = Literal[
+    "create", "recover", "update", "retract", "skip", "forget", "nothing"
+]
 
 
 @dataclass(frozen=True, slots=True)

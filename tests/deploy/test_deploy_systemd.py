@@ -172,7 +172,7 @@ def test_system_unit_loads_credentials_under_config_names(unit: str) -> None:
 
 
 def test_docs_install_the_binary_where_the_units_run_it() -> None:
-    """The README's operations guide links the venv's syncd to the path the system units use."""
+    """The README's operations guide links the venv's syncd where the units run it."""
     text = OPERATIONS.read_text()
 
     assert f"ln -s /opt/syncd/venv/bin/syncd {SYSTEM_BINARY}" in text
