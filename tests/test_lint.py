@@ -1,4 +1,4 @@
-"""House style is checked with the suite: ruff (lint, line length 88) and mypy strict."""
+"""House style, checked with the suite: ruff (line length 88) and mypy strict."""
 
 from __future__ import annotations
 
