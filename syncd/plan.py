@@ -15,7 +15,6 @@ from syncd import rules
 from syncd.config import format_duration
 from syncd.model import Action, Decision, Event
 
-
 # Ledger states, by name (the ledger package owns the enum; the planner only
 # compares values so that it stays free of database imports).
 PENDING, BOOKED, IN_DOUBT = "pending", "booked", "in_doubt"
