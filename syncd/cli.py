@@ -87,13 +87,15 @@ def _logging(config: Any, *, default_level: str | None = None) -> None:
 
 
 def _users(config: Any, only: str | None) -> list[str]:
+    """Every configured mailbox, or the one ``--user`` names (any letter case)."""
     mailboxes = [u.mailbox for u in config.users]
     if only is None:
         return mailboxes
-    if only not in mailboxes:
+    match = [m for m in mailboxes if m.casefold() == only.casefold()]
+    if not match:
         _die(f"no user {only!r} in the configuration "
              f"(configured: {', '.join(mailboxes) or 'none'})", EX_USAGE)
-    return [only]
+    return match
 
 
 def _ledger(config: Any) -> Any:
@@ -207,6 +209,7 @@ def plan(config: ConfigOption, user: UserOption = None,
     _logging(loaded, default_level="warning")
     plans = _run(_plan(loaded, _users(loaded, user)))
     failed = [m for m, p in plans.items() if isinstance(p, Exception)]
+    partial = len(loaded.users) < _configured_users(config)
     if as_json:
         typer.echo(json.dumps({m: _plan_json(p) for m, p in plans.items()},
                               indent=2, ensure_ascii=False))
@@ -214,7 +217,7 @@ def plan(config: ConfigOption, user: UserOption = None,
         for mailbox, planned in plans.items():
             _print_plan(f"{mailbox} (times in {loaded.user(mailbox).timezone})",
                         planned)
-    raise typer.Exit(EX_FAIL if failed else EX_OK)
+    raise typer.Exit(EX_FAIL if failed or partial else EX_OK)
 
 
 async def _plan(config: Any, mailboxes: list[str]) -> dict[str, Any]:
@@ -303,11 +306,12 @@ def retry(config: ConfigOption, user: UserOption = None,
           event: Annotated[str | None, typer.Option(help="Only this event id.")]
           = None) -> None:
     """Make failed bookings eligible again; the next pass tries them."""
-    loaded = _load(config)
+    loaded = _load(config, strict=False)
     _logging(loaded, default_level="warning")
+    only = _users(loaded, user)[0] if user is not None else None
     ledger = _ledger(loaded)
     try:
-        count = ledger.reset_failed(user, event)
+        count = ledger.reset_failed(only, event)
     finally:
         ledger.close()
     typer.echo(f"{count} failed booking(s) will be tried on the next pass")
@@ -338,11 +342,11 @@ def run(config: ConfigOption, user: UserOption = None) -> None:
     """The daemon: scheduler, signals, health. Exits 0 after a clean stop."""
     loaded = _load(config, strict=False)
     _logging(loaded)
-    _users(loaded, user)
+    only = _users(loaded, user)[0] if user is not None else None
     from syncd.daemon import run_daemon
 
     try:
-        code = run_daemon(config, only=user)
+        code = run_daemon(config, only=only)
     except LedgerError as exc:
         _die(str(exc), EX_FAIL)
     raise typer.Exit(code)
