@@ -1,10 +1,11 @@
 """A PostgreSQL server for tests: ``SYNCD_TEST_POSTGRES_URL``, or a private one.
 
-Without the variable, a throwaway cluster is started with the PostgreSQL 15
-binaries in a temporary directory (127.0.0.1, a free port, trust auth) and
-removed at exit.  ``initdb`` refuses to run as root, so as root the cluster
-runs as the ``postgres`` system user.  When no server can be had, tests are
-skipped, or fail when ``CI`` is set (CI must exercise PostgreSQL).
+Without the variable, a throwaway cluster is started with the binaries of the
+newest /usr/lib/postgresql/<version>/bin (else ``initdb`` on PATH) in a
+temporary directory (127.0.0.1, a free port, trust auth) and removed at exit.
+``initdb`` refuses to run as root, so as root the cluster runs as the
+``postgres`` system user.  When no server can be had, tests are skipped, or
+fail when ``CI`` is set (CI must exercise PostgreSQL).
 
 Use the fixtures by importing them into a conftest or test module::
 
@@ -29,7 +30,7 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 ENV_URL = "SYNCD_TEST_POSTGRES_URL"
-BINARY_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
+BINARY_ROOT = Path("/usr/lib/postgresql")  # Debian: one <major>/bin per version
 SYSTEM_USER = "postgres"
 
 
@@ -113,13 +114,23 @@ def _free_port() -> int:
 
 
 def _bindir() -> Path:
-    for candidate in BINARY_DIRS:
-        if (Path(candidate) / "initdb").exists():
-            return Path(candidate)
+    for candidate in _debian_bindirs():
+        if (candidate / "initdb").exists():
+            return candidate
     found = shutil.which("initdb")
     if found:
         return Path(found).parent
     raise Unavailable(f"no initdb found (install postgresql) and {ENV_URL} is not set")
+
+
+def _debian_bindirs() -> list[Path]:
+    """Debian's PostgreSQL binary directories, newest major version first."""
+    return sorted(BINARY_ROOT.glob("*/bin"), key=_major, reverse=True)
+
+
+def _major(bindir: Path) -> tuple[int, ...]:
+    """The version of ``/usr/lib/postgresql/<version>/bin`` as numbers (9.6 < 17)."""
+    return tuple(int(part) for part in re.findall(r"\d+", bindir.parent.name))
 
 
 _server_url: str | None = None

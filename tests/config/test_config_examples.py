@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from syncd.config import load_config
+from syncd.config import is_guid, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "syncd.yaml"
 ENV = {
@@ -48,3 +48,12 @@ def test_example_users() -> None:
     ]
     assert (bob.skip.tentative, bob.on_cancel) == (True, "keep")
     assert bob.lookback == timedelta(days=14)
+
+
+def test_example_tasks_are_ids() -> None:
+    """Every task in the examples is a GUID: check-config refuses a task name."""
+    config = load_config(EXAMPLE, env=ENV)
+    tasks = [r.task for u in config.users for r in u.rules if r.task is not None]
+
+    assert tasks == ["3c9d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e6f"]
+    assert all(is_guid(task) for task in tasks)
