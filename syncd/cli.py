@@ -92,10 +92,13 @@ def _users(config: Any, only: str | None) -> list[str]:
     if only is None:
         return mailboxes
     match = [m for m in mailboxes if m.casefold() == only.casefold()]
-    if not match:
-        _die(f"no user {only!r} in the configuration "
-             f"(configured: {', '.join(mailboxes) or 'none'})", EX_USAGE)
-    return match
+    if match:
+        return match
+    if len(mailboxes) < _configured_users(config.source):
+        # Its file may be the one left out for problems (listed above).
+        _die(f"no valid user {only!r}: fix the problems listed above", EX_CONFIG)
+    _die(f"no user {only!r} in the configuration "
+         f"(configured: {', '.join(mailboxes) or 'none'})", EX_USAGE)
 
 
 def _ledger(config: Any) -> Any:
