@@ -48,7 +48,7 @@ class Size:
     memory_users: tuple[int, int]
     memory_events: int
     startup_runs: int
-    whatif_parallel: int = 16  # a second backlog with this many passes at once
+    whatif_parallel: int = 4  # a second backlog with this many passes at once
     memory_quiet_rounds: int = 3
     page_size: int = 50  # syncd's default graph.page_size
 

@@ -7,6 +7,7 @@ InLoox is called; its outcome is recorded after (see DESIGN.md, exactly once).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import Counter
@@ -125,6 +126,7 @@ class PassContext:
     outcomes: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     keep_cursor: bool = False  # an update or retraction failed: replay the round
+    create_concurrency: int = 1  # creates of this pass in flight at once
 
     @property
     def mailbox(self) -> str:
@@ -144,10 +146,17 @@ class Engine:
 
     async def prepare(self, ctx: PassContext, *, fresh: bool = False
                       ) -> tuple[planner.Round, RoundContent, Window, dict[str, Any]]:
-        """Read the round and complete it: masters, confirmations, projects."""
+        """Read the round and complete it: masters, confirmations, projects.
+
+        A round that brought nothing needs only the work the ledger holds
+        (retries, waits, claims in doubt), not every record of the user.
+        """
         window = window_for(ctx.user, ctx.now)
         link = None if fresh else self._current_link(ctx, window)
         content = await read_round(ctx.source, ctx.mailbox, window, link)
+        if _is_quiet(content):
+            known = self.ledger.due_work(ctx.mailbox, ctx.now)
+            return planner.Round(events={}), content, window, known
         known = self.ledger.records(ctx.user.mailbox)
         events, masters = await self._complete(ctx, content)
         gone = await self._confirm(ctx, content, events, known, window)
@@ -218,16 +227,57 @@ class Engine:
         return lambda value: value if is_guid(value) else resolved.get(value)
 
     async def run(self, ctx: PassContext) -> list[Action]:
-        """One full pass for one user; returns the actions it applied."""
+        """One full pass for one user; returns the actions it applied.
+
+        Every action but a create runs first, one after another in plan
+        order; then the creates run side by side (each one's ledger steps
+        stay in order: claim, call, outcome).  Lookups never overlap a
+        create, so an entry being made cannot be taken for another event.
+        """
         round_, content, window, known = await self.prepare(ctx)
         resolve = await self.resolver(ctx, round_)
         actions = planner.plan(round_, known, ctx.user, now=ctx.now, resolve=resolve)
         for action in actions:
-            await self.apply(ctx, action, known.get(action.event_id))
+            if action.kind != "create":
+                await self.apply(ctx, action, known.get(action.event_id))
+        creates = [a for a in actions if a.kind == "create"]
+        await self._create_all(ctx, creates, known)
         if content.delta_link and not ctx.keep_cursor:
             self.ledger.save_cursor(ctx.mailbox, content.delta_link, window.start,
                                     window.end, fence=ctx.fence)
         return actions
+
+    async def _create_all(self, ctx: PassContext, creates: list[Action],
+                          known: Mapping[str, Any]) -> None:
+        """Apply the creates, ``ctx.create_concurrency`` at once.
+
+        An error (an AuthError above all) stops the others: a create
+        cancelled while InLoox is asked keeps its claim PENDING, which the
+        next pass looks up as in doubt.  Creates InLoox answered without an
+        entry are looked up once every create has ended.
+        """
+        workers = min(max(1, ctx.create_concurrency), len(creates))
+        if workers <= 1:
+            for action in creates:
+                await self._create(ctx, action, known.get(action.event_id))
+            return
+
+        unanswered: list[Any] = []
+        queue = iter(creates)
+
+        async def worker() -> None:
+            for action in queue:
+                record = known.get(action.event_id)
+                await self._create(ctx, action, record, unanswered)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(worker())
+        except BaseExceptionGroup as failed:
+            raise _first_error(failed) from None
+        for record in unanswered:
+            self._booked(ctx, record, await self._lookup(ctx, record))
 
     async def apply(self, ctx: PassContext, action: Action, record: Any) -> None:
         handler = {
@@ -254,7 +304,8 @@ class Engine:
         self.ledger.forget(ctx.mailbox, action.event_id, fence=ctx.fence)
         ctx.outcomes["forgotten"] += 1
 
-    async def _create(self, ctx: PassContext, action: Action, record: Any) -> None:
+    async def _create(self, ctx: PassContext, action: Action, record: Any,
+                      unanswered: list[Any] | None = None) -> None:
         start, end, all_day = _bounds(action, record)
         claimed = self.ledger.claim(
             ctx.mailbox, action.event_id, project_id=action.decision.project,
@@ -264,10 +315,15 @@ class Engine:
             log.info("claim_lost", event_id=action.event_id)
             ctx.outcomes["unchanged"] += 1
             return
-        await self._book(ctx, claimed)
+        await self._book(ctx, claimed, unanswered)
 
-    async def _book(self, ctx: PassContext, record: Any) -> None:
-        """Call InLoox for a claimed record and record what came of it."""
+    async def _book(self, ctx: PassContext, record: Any,
+                    unanswered: list[Any] | None = None) -> None:
+        """Call InLoox for a claimed record and record what came of it.
+
+        An empty success is looked up now, or later when ``unanswered``
+        collects it (while other creates of the pass are in flight).
+        """
         try:
             entry = await ctx.target.create_from_event(
                 mailbox=ctx.mailbox, event_id=record.event_id,
@@ -281,8 +337,14 @@ class Engine:
             if isinstance(exc, AuthError):
                 raise
             return
+        if entry is None and unanswered is not None:
+            unanswered.append(record)
+            return
         if entry is None:
             entry = await self._lookup(ctx, record)
+        self._booked(ctx, record, entry)
+
+    def _booked(self, ctx: PassContext, record: Any, entry: TimeEntry | None) -> None:
         self._transition(ctx, record.event_id, planner.BOOKED,
                          entry_id=entry.id if entry else None, booked_at=ctx.now,
                          last_error=None, next_attempt_at=None)
@@ -422,6 +484,26 @@ class Engine:
 
         return self.ledger.transition(ctx.mailbox, event_id, State(state),
                                       fence=ctx.fence, **fields)
+
+
+def _is_quiet(content: RoundContent) -> bool:
+    """A delta round that brought nothing: no event, master or removal."""
+    return not (content.fresh or content.events or content.masters
+                or content.removed)
+
+
+def _first_error(failed: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a failed group of creates raises: an AuthError first."""
+    errors = [e for e in _leaves(failed) if not isinstance(e, asyncio.CancelledError)]
+    auth = [e for e in errors if isinstance(e, AuthError)]
+    return (auth or errors or [asyncio.CancelledError()])[0]
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
 
 
 def _is_booked(record: Any) -> bool:

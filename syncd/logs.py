@@ -115,7 +115,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 _MIN_SECRET_LENGTH = 4
-_secrets: frozenset[str] = frozenset()
+_secrets: set[str] = set()
+_by_prefix: dict[str, tuple[str, ...]] = {}
+"""Registered secrets by their first four characters, longest first: a string
+is scanned once, position by position, whatever the number of secrets."""
 _secrets_lock = threading.Lock()
 
 _HANDLER_MARK = "_syncd_handler"
@@ -127,23 +130,62 @@ def register_secret(value: str | None) -> None:
     Config loading registers every secret it resolves; values shorter than
     four characters are ignored (they would mask ordinary words).
     """
-    global _secrets
-
     if not value or len(value) < _MIN_SECRET_LENGTH:
         return
 
     with _secrets_lock:
-        _secrets = _secrets | {value}
+        if value in _secrets:
+            return
+        prefix = value[:_MIN_SECRET_LENGTH]
+        group = sorted((*_by_prefix.get(prefix, ()), value), key=len, reverse=True)
+        _by_prefix[prefix] = tuple(group)  # one atomic store: readers never wait
+        _secrets.add(value)
 
 
 def redact_text(text: str) -> str:
     """Mask registered secrets and token-looking substrings in ``text``."""
-    for secret in sorted(_secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, MASK)
+    text = _mask_secrets(text, _by_prefix) if _by_prefix else text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def _mask_secrets(text: str, by_prefix: Mapping[str, tuple[str, ...]]) -> str:
+    """Every character of every occurrence of a secret is masked.
+
+    Overlapping or nested occurrences become one ``***``.
+    """
+    spans = _secret_spans(text, by_prefix)
+    if not spans:
+        return text
+
+    parts, done = [], 0
+    start, end = spans[0]
+    for next_start, next_end in spans[1:]:
+        if next_start < end:
+            end = max(end, next_end)
+            continue
+        parts += [text[done:start], MASK]
+        done, start, end = end, next_start, next_end
+    parts += [text[done:start], MASK, text[end:]]
+    return "".join(parts)
+
+
+def _secret_spans(
+    text: str, by_prefix: Mapping[str, tuple[str, ...]]
+) -> list[tuple[int, int]]:
+    """``(start, end)`` of the longest secret starting at each position."""
+    spans = []
+    width = _MIN_SECRET_LENGTH
+    for index in range(len(text) - width + 1):
+        group = by_prefix.get(text[index : index + width])
+        if group is None:
+            continue
+        for secret in group:
+            if text.startswith(secret, index):
+                spans.append((index, index + len(secret)))
+                break
+    return spans
 
 
 def _is_secret_key(key: object) -> bool:

@@ -119,6 +119,7 @@ class Runner:
         self._inloox_limit: asyncio.Semaphore | None = None
         self._leases: LeaseKeeper | None = None
         self._fences: dict[str, int | None] = {}
+        self._settled: dict[str, int | None] = {}
         self.last_actions: dict[str, list[Action]] = {}
 
     # ---- clients -----------------------------------------------------------
@@ -242,7 +243,8 @@ class Runner:
 
     async def _pass(self, user: Any, result: PassResult) -> None:
         now = self.clock()
-        blocked = self._blocked(user, now)
+        state = self.ledger.user_state(user.mailbox)
+        blocked = self._blocked(user, state, now)
         if blocked is not None:
             result.ok, result.error_kind, result.error = False, *blocked
             return
@@ -262,18 +264,15 @@ class Runner:
         )
         with serving:
             await self._apply(user, result, now, fence)
+            if state is not None and state.status != "active":
+                self.ledger.set_user_status(user.mailbox, "active", fence=fence)
+                log.info("user_resumed", previous=state.status)
 
     async def _apply(
         self, user: Any, result: PassResult, now: datetime, fence: int | None
     ) -> None:
-        in_doubt = self.ledger.mark_pending_in_doubt(user.mailbox, fence=fence)
-        if in_doubt:
-            log.warning(
-                "claims_in_doubt",
-                count=in_doubt,
-                detail="an earlier pass was interrupted; looked up first",
-            )
-        before = self._requests(user.mailbox)
+        self._recover_pending(user.mailbox, fence)
+        before = self._requests(user)
         ctx = PassContext(
             user=user,
             ledger=self.ledger,
@@ -281,20 +280,41 @@ class Runner:
             target=self.target(user),
             now=now,
             fence=fence,
+            create_concurrency=self.config.http.inloox_concurrency,
         )
         actions = await self.engine.run(ctx)
+        self._settled[user.mailbox] = fence
         self.last_actions[user.mailbox] = actions
         _count(result, ctx, actions)
-        result.requests = self._requests(user.mailbox) - before
+        result.requests = self._requests(user) - before
         if ctx.keep_cursor:
             result.ok, result.error_kind = False, "transient"
             result.error = "a change could not be applied; the round is replayed"
-        if self.ledger.user_state(user.mailbox) is not None:
-            self._clear_status(user, fence)
 
-    def _blocked(self, user: Any, now: datetime) -> tuple[str, str] | None:
+    def _recover_pending(self, mailbox: str, fence: int | None) -> None:
+        """PENDING claims of an interrupted pass become IN_DOUBT.
+
+        Only needed when this process has not yet ended a pass of the user
+        cleanly under this lease: a clean pass leaves no claim PENDING, and
+        while we hold the lease nobody else claims.  A restart, a retaken
+        lease or an interrupted pass of ours all check again.
+        """
+        settled = mailbox in self._settled and self._settled.pop(mailbox) == fence
+        if settled:
+            return
+
+        in_doubt = self.ledger.mark_pending_in_doubt(mailbox, fence=fence)
+        if in_doubt:
+            log.warning(
+                "claims_in_doubt",
+                count=in_doubt,
+                detail="an earlier pass was interrupted; looked up first",
+            )
+
+    def _blocked(
+        self, user: Any, state: Any, now: datetime
+    ) -> tuple[str, str] | None:
         """Why this user must not be served now (auth pause, throttle pause)."""
-        state = self.ledger.user_state(user.mailbox)
         if state is None or state.status == "active":
             return None
         if state.status == "auth_required":
@@ -304,12 +324,6 @@ class Runner:
         if state.paused_until is not None and state.paused_until > now:
             return "paused", f"throttled; paused until {state.paused_until.isoformat()}"
         return None
-
-    def _clear_status(self, user: Any, fence: int | None) -> None:
-        state = self.ledger.user_state(user.mailbox)
-        if state is not None and state.status != "active":
-            self.ledger.set_user_status(user.mailbox, "active", fence=fence)
-            log.info("user_resumed", previous=state.status)
 
     def _lease(self, mailbox: str) -> tuple[bool, int | None]:
         """Whether we serve this user now, and the fencing token of its lease."""
@@ -329,10 +343,11 @@ class Runner:
                 parts.append("no-cache")
         return "auth:" + _fingerprint("|".join(p or "" for p in parts))
 
-    def _requests(self, mailbox: str) -> int:
-        """Requests sent so far for this user (InLoox counts are per credential)."""
-        graph = self._source.request_count(mailbox) if self._source else 0
-        return int(graph) + sum(int(c.requests) for c in self._targets.values())
+    def _requests(self, user: Any) -> int:
+        """Requests sent so far for this user: its Graph mailbox and its InLoox
+        client (shared by the users of one InLoox credential)."""
+        graph = self._source.request_count(user.mailbox) if self._source else 0
+        return int(graph) + int(self.target(user).requests)
 
     def _failed(self, user: Any, result: PassResult, exc: Exception) -> None:
         result.ok = False

@@ -50,7 +50,8 @@ log = structlog.get_logger(__name__)
 DEFAULT_INTERVAL = timedelta(minutes=5)
 DEFAULT_JITTER = timedelta(seconds=30)
 DEFAULT_PASS_TIMEOUT = timedelta(minutes=10)
-DEFAULT_MAX_PARALLEL_PASSES = 8
+DEFAULT_MAX_PARALLEL_PASSES = 16
+"""``schedule.max_parallel_passes`` when not configured (the config's default)."""
 DEFAULT_STOP_GRACE = timedelta(seconds=20)
 """How long running passes may finish after SIGTERM before they are cancelled."""
 
@@ -100,9 +101,9 @@ class ServiceConfig:
 def service_config_from(config: Any) -> ServiceConfig:
     """Build the service's view of a loaded :class:`syncd.config.Config`.
 
-    A :class:`ServiceConfig` is returned as it is.  Optional keys
-    (``schedule.max_parallel_passes``, ``schedule.stop_grace``) fall back to
-    the defaults when the configuration does not have them.
+    A :class:`ServiceConfig` is returned as it is.  ``schedule.stop_grace``
+    (and ``schedule.max_parallel_passes`` of a configuration object without
+    it) fall back to the defaults.
     """
     if isinstance(config, ServiceConfig):
         return config

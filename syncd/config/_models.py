@@ -32,6 +32,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 DEFAULT_INTERVAL = timedelta(minutes=5)
 DEFAULT_JITTER = timedelta(seconds=30)
+DEFAULT_MAX_PARALLEL_PASSES = 16  # quiet passes at Graph's latency, 10,000 users
 DEFAULT_HTTP_TIMEOUT = timedelta(seconds=30)
 DEFAULT_CONNECT_TIMEOUT = timedelta(seconds=10)
 DEFAULT_MAX_CONCURRENCY = 64
@@ -175,6 +176,7 @@ class ScheduleConfig(_Model):
 
     interval: PositiveDuration = DEFAULT_INTERVAL
     jitter: Duration = Field(default=DEFAULT_JITTER, ge=timedelta(0))
+    max_parallel_passes: int = Field(default=DEFAULT_MAX_PARALLEL_PASSES, ge=1)
 
 
 class TlsConfig(_Model):
@@ -463,13 +465,28 @@ class Config(_Model):
 
     def user(self, mailbox: str) -> UserConfig:
         """The user with this mailbox (any letter case); a clear error if none."""
-        for user in self.users:
-            if user.mailbox.lower() == mailbox.strip().lower():
-                return user
+        user = self._by_mailbox().get(mailbox.strip().lower())
+        if user is not None:
+            return user
         known = ", ".join(u.mailbox for u in self.users) or "none"
         raise UnknownUserError(
             f"no user {mailbox!r} in {self.source} (configured: {known})"
         )
+
+    def _by_mailbox(self) -> dict[str, UserConfig]:
+        """Users by lower-case mailbox (the first one wins), built once.
+
+        Kept with the ``users`` tuple it was built from: a ``model_copy`` that
+        replaces the users builds its own.
+        """
+        built = self.__dict__.get("_users_index")
+        if built is not None and built[0] is self.users:
+            return built[1]  # type: ignore[no-any-return]
+        index: dict[str, UserConfig] = {}
+        for user in self.users:
+            index.setdefault(user.mailbox.lower(), user)
+        object.__setattr__(self, "_users_index", (self.users, index))
+        return index
 
     def inloox_credentials(self, user: UserConfig) -> InlooxCredentials:
         """The user's own InLoox credential, or else the global one."""

@@ -59,6 +59,8 @@ TRANSITION_FIELDS = frozenset(
         "booked_at",
     }
 )
+WAITING_REASON = "not_ended"
+"""The skip reason of an event that is booked once it has ended."""
 INSTANT_FIELDS = frozenset({"start", "end", "next_attempt_at", "booked_at"})
 
 # Statements run on every pass are built once: building and coercing a
@@ -68,6 +70,18 @@ _K_USER: BindParameter[str] = bindparam("k_user")
 _K_EVENT: BindParameter[str] = bindparam("k_event_id")
 _EVENT_KEY = (EVENTS.c.user == _K_USER) & (EVENTS.c.event_id == _K_EVENT)
 _SELECT_RECORDS = select(EVENTS).where(EVENTS.c.user == _K_USER)
+_K_NOW: BindParameter[datetime] = bindparam("k_now", type_=EVENTS.c.end.type)
+_SELECT_DUE_WORK = select(EVENTS).where(
+    EVENTS.c.user == _K_USER,
+    or_(
+        EVENTS.c.state.in_([State.PENDING.value, State.IN_DOUBT.value]),
+        (EVENTS.c.state == State.FAILED_TRANSIENT.value)
+        & or_(EVENTS.c.next_attempt_at.is_(None), EVENTS.c.next_attempt_at <= _K_NOW),
+        EVENTS.c.state.in_([State.SKIPPED.value, State.RETRACTED.value])
+        & (EVENTS.c.reason == WAITING_REASON)
+        & (EVENTS.c.end <= _K_NOW),
+    ),
+)
 _SELECT_CURSOR = select(CURSORS).where(CURSORS.c.user == _K_USER)
 _SELECT_USER = select(USERS).where(USERS.c.user == _K_USER)
 _TRANSITION = update(EVENTS).where(_EVENT_KEY).returning(*EVENTS.c)
@@ -246,6 +260,17 @@ class Ledger:
         """All of one user's records by event id."""
         with self._read("read records") as connection:
             rows = connection.execute(_SELECT_RECORDS, {"k_user": user})
+            return {row.event_id: record(row) for row in rows}
+
+    def due_work(self, user: str, now: datetime) -> dict[str, Record]:
+        """The records a pass must act on although its round brought nothing.
+
+        Claims left PENDING or IN_DOUBT, FAILED_TRANSIENT ones whose retry is
+        due, and waiting skips or retractions (``not_ended``) that ended by
+        ``now``; by event id.  A quiet pass reads these instead of every record.
+        """
+        with self._read("read due work") as connection:
+            rows = connection.execute(_SELECT_DUE_WORK, {"k_user": user, "k_now": now})
             return {row.event_id: record(row) for row in rows}
 
     def get(self, user: str, event_id: str) -> Record | None:

@@ -102,7 +102,9 @@ def write_config(
     path = sim.write_config(directory, ledger_url=ledger_url)
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
     config["schedule"] = {"interval": "1s", "jitter": "0s"}
-    config["http"] = {"timeout": "1s", "connect_timeout": "1s"}
+    # One create in flight, so a kill lands on exactly one step of one booking
+    # (test_crash_concurrent.py kills with several in flight).
+    config["http"] = {"timeout": "1s", "connect_timeout": "1s", "inloox_concurrency": 1}
     config["log"] = {"format": "json", "level": "info"}
     config["graph"]["page_size"] = 2
     for dotted, value in overrides.items():

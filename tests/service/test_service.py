@@ -503,7 +503,9 @@ def test_service_config_from_the_real_config_shape() -> None:
     """The builder reads schedule, metrics, pass_timeout and users' mailboxes."""
     config = SimpleNamespace(
         schedule=SimpleNamespace(
-            interval=timedelta(minutes=5), jitter=timedelta(seconds=30)
+            interval=timedelta(minutes=5),
+            jitter=timedelta(seconds=30),
+            max_parallel_passes=12,
         ),
         metrics=SimpleNamespace(listen="127.0.0.1:9464"),
         pass_timeout=timedelta(minutes=10),
@@ -518,7 +520,7 @@ def test_service_config_from_the_real_config_shape() -> None:
         jitter=timedelta(seconds=30),
         pass_timeout=timedelta(minutes=10),
         metrics_listen="127.0.0.1:9464",
-        max_parallel_passes=8,
+        max_parallel_passes=12,
         stop_grace=timedelta(seconds=20),
     )
 
