@@ -9,6 +9,7 @@ context and the same redaction, which runs last before rendering.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -114,6 +115,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)((?:\$|%24)(?:deltatoken|skiptoken)=)[^&\s'\"]+"), r"\1" + MASK),
 )
 
+_MIGHT_MATCH = re.compile(
+    r"(?i)bearer|basic|eyJ|api[-_]?key|authorization|cookie|client_secret"
+    r"|client_assertion|password|refresh_token|access_token|id_token|device_code"
+    r"|://|deltatoken|skiptoken"
+)
+"""A word every one of ``_PATTERNS`` needs: text without one skips them all
+(one search instead of six substitutions on nearly every logged string)."""
+
 _MIN_SECRET_LENGTH = 4
 _secrets: set[str] = set()
 _by_prefix: dict[str, tuple[str, ...]] = {}
@@ -145,6 +154,8 @@ def register_secret(value: str | None) -> None:
 def redact_text(text: str) -> str:
     """Mask registered secrets and token-looking substrings in ``text``."""
     text = _mask_secrets(text, _by_prefix) if _by_prefix else text
+    if _MIGHT_MATCH.search(text) is None:
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -189,8 +200,12 @@ def _secret_spans(
 
 
 def _is_secret_key(key: object) -> bool:
-    if not isinstance(key, str):
-        return False
+    return isinstance(key, str) and _is_secret_name(key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret_name(key: str) -> bool:
+    """Field names are few and repeat on every line: decided once each."""
     name = key.lower().replace("-", "_")
     return name in SECRET_KEYS or name.endswith(_SECRET_SUFFIXES)
 

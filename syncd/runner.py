@@ -117,6 +117,7 @@ class Runner:
         self._source: Any = None
         self._targets: dict[str, Any] = {}
         self._inloox_limit: asyncio.Semaphore | None = None
+        self._inloox_transport: Any = None
         self._leases: LeaseKeeper | None = None
         self._fences: dict[str, int | None] = {}
         self._settled: dict[str, int | None] = {}
@@ -161,16 +162,34 @@ class Runner:
                 self._inloox_limit = asyncio.Semaphore(
                     self.config.http.inloox_concurrency
                 )
+            settings = self._http_settings(self.config.http.inloox_concurrency)
             client = InLooxClient(
                 self.config.inloox.base_url,
                 api_key=api_key,
                 token=token,
                 ca_bundle=self.config.tls.ca_bundle,
-                settings=self._http_settings(self.config.http.inloox_concurrency),
+                settings=settings,
                 limit=self._inloox_limit,
+                transport=self._inloox_pool(settings),
             )
             self._targets[key] = client
         return client
+
+    def _inloox_pool(self, settings: Any) -> Any:
+        """One connection pool for every InLoox key: a key is a header, so the
+        users' clients share connections instead of each opening (and
+        TLS-handshaking) its own."""
+        if self._inloox_transport is None:
+            import httpx
+
+            from syncd.http import httpx_limits, ssl_context
+
+            self._inloox_transport = httpx.AsyncHTTPTransport(
+                verify=ssl_context(self.config.tls.ca_bundle),
+                limits=httpx_limits(settings),
+                retries=0,
+            )
+        return self._inloox_transport
 
     def leases(self) -> LeaseKeeper:
         from syncd.ledger import LeaseKeeper
@@ -194,8 +213,9 @@ class Runner:
         if self._source is not None:
             await self._source.aclose()
         for client in self._targets.values():
-            await client.aclose()
+            await client.aclose()  # the shared pool closes with the first
         self._source, self._targets, self._inloox_limit = None, {}, None
+        self._inloox_transport = None
 
     # ---- passes ------------------------------------------------------------
 
