@@ -263,7 +263,7 @@ class Runner:
 
     async def _pass(self, user: Any, result: PassResult) -> None:
         now = self.clock()
-        state = self.ledger.user_state(user.mailbox)
+        state = self._user_state(user)
         blocked = self._blocked(user, state, now)
         if blocked is not None:
             result.ok, result.error_kind, result.error = False, *blocked
@@ -330,6 +330,16 @@ class Runner:
                 count=in_doubt,
                 detail="an earlier pass was interrupted; looked up first",
             )
+
+    def _user_state(self, user: Any) -> Any:
+        """The user's standing in the ledger, read unless known to be active.
+
+        Without leases (SQLite: one process) only this process writes it, and
+        a pass of ours that ended cleanly left it active.
+        """
+        if not self.use_leases and user.mailbox in self._settled:
+            return None
+        return self.ledger.user_state(user.mailbox)
 
     def _blocked(
         self, user: Any, state: Any, now: datetime
