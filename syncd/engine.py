@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,6 @@ from syncd.model import Action, Event, EventType, Removed, TimeEntry, Window
 from syncd.ports import CalendarSource, TimeEntryTarget
 
 log = structlog.get_logger("syncd.engine")
-UTC = UTC
 
 RETRY_BASE = timedelta(minutes=1)
 RETRY_CAP = timedelta(hours=6)
@@ -570,6 +568,3 @@ def _failure_state(exc: Exception) -> str:
         return "failed_permanent"
     return "failed_transient"
 
-
-def monotonic() -> float:
-    return time.monotonic()
