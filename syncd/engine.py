@@ -366,10 +366,20 @@ class Engine:
         delay = min(base, RETRY_CAP).total_seconds() * self.rng.uniform(0.5, 1.0)
         return timedelta(seconds=max(delay, hint or 0.0))
 
-    async def _lookup(self, ctx: PassContext, record: Any) -> TimeEntry | None:
-        """Find the entry InLoox made for this event, if it made one."""
-        if record.start is None or record.end is None:
+    async def _lookup(self, ctx: PassContext, record: Any, *,
+                      in_doubt: bool = False) -> TimeEntry | None:
+        """Find the entry InLoox made for this event, if it made one.
+
+        Without the meeting's times nothing can be found; for a booking in
+        doubt that must not read as "not booked" (it would be booked again).
+        """
+        if (record.start is None or record.end is None) and not in_doubt:
             return None
+        if record.start is None or record.end is None:
+            raise PermanentError(
+                "the outcome of this booking is unknown and it cannot be looked "
+                "up without the meeting's times: check InLoox by hand, then run "
+                "`syncd retry`", user=ctx.mailbox, event_id=record.event_id)
         candidates = await ctx.target.find_entries(
             project_id=record.project_id, start=record.start, end=record.end)
         taken = self.ledger.entries_taken([c.id for c in candidates],
@@ -379,10 +389,13 @@ class Engine:
     async def _recover(self, ctx: PassContext, action: Action, record: Any) -> None:
         """A claim whose outcome is unknown: look it up, book only if absent."""
         try:
-            entry = await self._lookup(ctx, record)
+            entry = await self._lookup(ctx, record, in_doubt=True)
         except TransientError as exc:
             log.warning("lookup_failed", event_id=action.event_id, error=str(exc))
             ctx.outcomes["failed"] += 1
+            return
+        except PermanentError as exc:
+            self._fail(ctx, record, "failed_permanent", exc)
             return
         if entry is None:
             await self._rebook(ctx, action, record)

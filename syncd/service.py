@@ -60,6 +60,12 @@ HEARTBEAT_INTERVAL = 1.0
 
 READY_CHECK_TIMEOUT = 2.0
 
+LIVENESS_LIMIT = 45.0
+"""Seconds without a heartbeat before ``/livez`` fails.  Ledger calls run in
+the event loop and may legitimately hold it for a while (PostgreSQL
+statements time out after 30 s, SQLite waits up to 5 s for a lock), so only a
+loop stuck well beyond that counts as dead."""
+
 USER_STATES = ("active", "auth_required", "paused")
 """The states of ``syncd_users`` that are always exported (0 when empty)."""
 
@@ -615,7 +621,7 @@ class Service(Generic[C]):
 
     async def _liveness(self) -> str | None:
         age = asyncio.get_running_loop().time() - self._last_beat
-        limit = max(5.0, 3 * self._beat_period())
+        limit = max(LIVENESS_LIMIT, 3 * self._beat_period())
         if age > limit:
             return f"event loop heartbeat is {age:.1f}s old"
         return None

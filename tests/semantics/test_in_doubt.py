@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .world import APOLLO, ZEPHYR, World, at
+from .world import ALICE, APOLLO, ZEPHYR, World, at
 
 
 def _in_doubt(w: World, *subjects: str) -> list[str]:
@@ -69,3 +69,17 @@ def test_moved_beyond_backdating_limit_is_retracted(w: World) -> None:
 
     assert (result.retracted, result.failed) == (1, 0)
     assert w.entries() == []
+
+
+def test_in_doubt_without_times_is_never_booked_again(w: World) -> None:
+    """A claim in doubt whose times are unknown cannot be looked up: not rebooked."""
+    from syncd.ledger import State
+
+    w.ledger.claim(ALICE, "AAMk-unknown", project_id=APOLLO, task_id=None,
+                   start=None, end=None, all_day=False, series_master_id=None)
+    w.ledger.transition(ALICE, "AAMk-unknown", State.IN_DOUBT)
+
+    w.run_pass()
+
+    assert w.entries() == []
+    assert w.record("AAMk-unknown").state == "failed_permanent"
