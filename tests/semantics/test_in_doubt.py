@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from syncd.ledger import State
+
 from .world import ALICE, APOLLO, ZEPHYR, World, at
 
 
@@ -73,8 +75,6 @@ def test_moved_beyond_backdating_limit_is_retracted(w: World) -> None:
 
 def test_in_doubt_without_times_is_never_booked_again(w: World) -> None:
     """A claim in doubt whose times are unknown cannot be looked up: not rebooked."""
-    from syncd.ledger import State
-
     w.ledger.claim(ALICE, "AAMk-unknown", project_id=APOLLO, task_id=None,
                    start=None, end=None, all_day=False, series_master_id=None)
     w.ledger.transition(ALICE, "AAMk-unknown", State.IN_DOUBT)
