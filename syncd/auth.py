@@ -163,6 +163,12 @@ class _MsalProvider:
         self._app: Any = None
         self._invalidated: set[str] = set()
 
+    def close(self) -> None:
+        """Close the HTTP connections msal used (the token cache stays)."""
+        close = getattr(self._http_client, "close", None)
+        if close is not None:
+            close()
+
     def _msal_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"authority": self._authority,
                                   "http_client": self._http_client}

@@ -213,9 +213,13 @@ class Runner:
         if self._source is not None:
             await self._source.aclose()
         for client in self._targets.values():
-            await client.aclose()  # the shared pool closes with the first
+            await client.aclose()
+        if self._inloox_transport is not None:
+            await self._inloox_transport.aclose()  # the pool the clients shared
+        if self._auth is not None:
+            self._auth.close()
         self._source, self._targets, self._inloox_limit = None, {}, None
-        self._inloox_transport = None
+        self._inloox_transport = self._auth = None
 
     # ---- passes ------------------------------------------------------------
 
