@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
@@ -370,8 +370,3 @@ def bind_pass(user: str) -> Iterator[str]:
     pass_id = uuid.uuid4().hex[:12]
     with structlog.contextvars.bound_contextvars(user=user, pass_id=pass_id):
         yield pass_id
-
-
-def bound_context() -> dict[str, Any]:
-    """The context currently bound to log lines (for tests and summaries)."""
-    return dict(structlog.contextvars.get_contextvars())

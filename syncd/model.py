@@ -50,10 +50,6 @@ class Event:
     location: str | None = None
     start_zone: str | None = None  # the zone the organiser used, for display
 
-    @property
-    def is_occurrence(self) -> bool:
-        return self.type in (EventType.OCCURRENCE, EventType.EXCEPTION)
-
     def inherit(self, master: Event) -> Event:
         """Fill the fields this occurrence lacks from its series master."""
         inherited = {

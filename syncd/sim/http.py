@@ -42,9 +42,6 @@ class Request:
         return dict(parse_qsl(urlsplit(self.target).query, keep_blank_values=True))
 
     @property
-    def query_pairs(self) -> list[tuple[str, str]]:
-        return parse_qsl(urlsplit(self.target).query, keep_blank_values=True)
-
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
 
