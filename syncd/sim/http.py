@@ -41,7 +41,6 @@ class Request:
     def query(self) -> dict[str, str]:
         return dict(parse_qsl(urlsplit(self.target).query, keep_blank_values=True))
 
-    @property
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
 
