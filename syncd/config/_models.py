@@ -423,7 +423,9 @@ class UserConfig(_Model):
             raise ValueError(
                 f"must be an e-mail address like alice@contoso.example (got {value!r})"
             )
-        return value
+        # Exchange addresses ignore letter case; the ledger keys users by
+        # mailbox, so one spelling keeps a user's bookings whatever is written.
+        return value.lower()
 
     @field_validator("timezone")
     @classmethod

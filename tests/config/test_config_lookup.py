@@ -59,7 +59,13 @@ def test_max_parallel_passes_below_one_is_a_problem(
 def test_user_is_found_in_any_letter_case(config: Config) -> None:
     """Mailboxes compare without letter case and surrounding blanks."""
     assert config.user("ALICE@contoso.example").mailbox == "alice@contoso.example"
-    assert config.user(" bob@contoso.EXAMPLE ").mailbox == "Bob@Contoso.example"
+    assert config.user(" bob@contoso.EXAMPLE ").mailbox == "bob@contoso.example"
+
+
+def test_mailbox_is_kept_in_lower_case(config: Config) -> None:
+    """A mailbox written Bob@Contoso.example is the user bob@contoso.example."""
+    assert [u.mailbox for u in config.users] == [
+        "alice@contoso.example", "bob@contoso.example"]
 
 
 def test_unknown_user_names_the_configured_ones(config: Config) -> None:
@@ -68,7 +74,7 @@ def test_unknown_user_names_the_configured_ones(config: Config) -> None:
         config.user("carol@contoso.example")
 
     assert "'carol@contoso.example'" in str(caught.value)
-    assert "alice@contoso.example, Bob@Contoso.example" in str(caught.value)
+    assert "alice@contoso.example, bob@contoso.example" in str(caught.value)
 
 
 def test_user_lookup_follows_a_copy_with_other_users(config: Config) -> None:
@@ -78,7 +84,7 @@ def test_user_lookup_follows_a_copy_with_other_users(config: Config) -> None:
 
     with pytest.raises(UnknownUserError):
         alice_only.user("bob@contoso.example")
-    assert config.user("bob@contoso.example").mailbox == "Bob@Contoso.example"
+    assert config.user("bob@contoso.example").mailbox == "bob@contoso.example"
 
 
 def test_user_lookup_leaves_equality_alone(

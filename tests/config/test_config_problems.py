@@ -216,7 +216,7 @@ def test_duplicate_mailbox_across_files(
             "alice2.yaml",
             2,
             "mailbox",
-            "mailbox Alice@Contoso.example is already "
+            "mailbox alice@contoso.example is already "
             f"configured at {first}:1; remove one of them",
         )
     ]
