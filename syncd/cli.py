@@ -118,6 +118,9 @@ def _reading_ledger(config: Any) -> Any:
     from syncd.ledger import Ledger, LedgerSchemaMissing, ledger_file
 
     path = ledger_file(config.ledger.url)
+    if path is not None and not path.exists():
+        typer.echo(f"syncd: no ledger at {path} yet: nothing is recorded as "
+                   "booked (check ledger.url if that is unexpected)", err=True)
     if path is None or path.exists():
         try:
             return Ledger.open(config.ledger.url, migrate=False)
@@ -174,9 +177,23 @@ def once(config: ConfigOption, user: UserOption = None) -> None:
     loaded = _load(config, strict=False)
     _logging(loaded)
     results = _run(_once(loaded, _users(loaded, user)))
+    for result in results:
+        _report_pass(result)
     partial = len(loaded.users) < _configured_users(config)
     ok = all(r.ok and not r.failed for r in results) and not partial
     raise typer.Exit(EX_OK if ok else EX_FAIL)
+
+
+def _report_pass(result: Any) -> None:
+    """A word on stderr for each user whose pass did not simply succeed."""
+    if result.ok and not result.failed and not result.error_kind:
+        return
+    if result.ok and not result.failed:
+        typer.echo(f"syncd: {result.user}: not served ({result.error_kind})", err=True)
+        return
+    what = (f"{result.error_kind}: {result.error}" if not result.ok
+            else f"{result.failed} event(s) failed; see `syncd status`")
+    typer.echo(f"syncd: {result.user}: {what}", err=True)
 
 
 def _configured_users(path: Path) -> int:
@@ -198,10 +215,22 @@ async def _once(config: Any, mailboxes: list[str]) -> list[Any]:
         _die(f"{exc}; `syncd once` cannot run beside it on SQLite", EX_FAIL)
     runner = Runner(config, ledger)
     try:
-        return [await runner.run_pass(m) for m in mailboxes]
+        return [await _timed_pass(runner, m, config.pass_timeout.total_seconds())
+                for m in mailboxes]
     finally:
         await runner.aclose()
         ledger.close()
+
+
+async def _timed_pass(runner: Any, mailbox: str, timeout: float) -> Any:
+    """One pass cut at ``pass_timeout``, as the daemon cuts it."""
+    from syncd.model import PassResult
+
+    try:
+        return await asyncio.wait_for(runner.run_pass(mailbox), timeout)
+    except TimeoutError:
+        return PassResult(user=mailbox, ok=False, error_kind="timeout",
+                          error=f"pass exceeded pass_timeout ({timeout:g}s)")
 
 
 @app.command()
@@ -343,6 +372,11 @@ def login(config: ConfigOption,
 @app.command()
 def run(config: ConfigOption, user: UserOption = None) -> None:
     """The daemon: scheduler, signals, health. Exits 0 after a clean stop."""
+    import signal
+
+    # A reload asked for while starting must not kill the process: the
+    # service installs its own handler once it runs (and reads the files then).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     loaded = _load(config, strict=False)
     _logging(loaded)
     only = _users(loaded, user)[0] if user is not None else None
@@ -371,9 +405,13 @@ def sim(scenario: Annotated[Path | None, typer.Option(
         config_dir: Annotated[Path | None, typer.Option(
             help="Where to write the ready configuration.")] = None) -> None:
     """Run the simulator of Microsoft and InLoox standalone and print its config."""
-    from syncd.sim import serve
+    from syncd.sim import ScenarioError, serve
 
-    raise typer.Exit(serve(scenario, port=port, config_dir=config_dir) or 0)
+    try:
+        code = serve(scenario, port=port, config_dir=config_dir)
+    except ScenarioError as exc:
+        _die(f"{scenario}: {exc}", EX_CONFIG)
+    raise typer.Exit(code or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
