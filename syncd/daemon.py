@@ -77,9 +77,20 @@ async def _serve(path: Path, only: str | None, ledger: Ledger, first: Any) -> No
             )
         return config
 
+    limits: dict[int, asyncio.Semaphore] = {}
+
+    def runner(config: Any) -> Runner:
+        """A runner per configuration; across reloads they share one InLoox
+        limit, so passes of an old runner still finishing and of the new one
+        never exceed it together.  (Each runner is its own lease owner: the
+        old one gives its leases back when its last pass ended.)"""
+        size = config.http.inloox_concurrency
+        limit = limits.setdefault(size, asyncio.Semaphore(size))
+        return Runner(config, ledger, inloox_limit=limit)
+
     service: Service[Any] = Service(
         load,
-        lambda config: Runner(config, ledger),
+        runner,
         ready_check=ledger.ping,
         user_states=lambda users: _user_states(ledger, users),
     )

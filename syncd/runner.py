@@ -104,6 +104,7 @@ class Runner:
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
         use_leases: bool | None = None,
+        inloox_limit: asyncio.Semaphore | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -116,7 +117,8 @@ class Runner:
         self._auth: Any = None
         self._source: Any = None
         self._targets: dict[str, Any] = {}
-        self._inloox_limit: asyncio.Semaphore | None = None
+        self._inloox_limit = inloox_limit
+        self._shared_limit = inloox_limit is not None
         self._inloox_transport: Any = None
         self._leases: LeaseKeeper | None = None
         self._fences: dict[str, int | None] = {}
@@ -218,7 +220,9 @@ class Runner:
             await self._inloox_transport.aclose()  # the pool the clients shared
         if self._auth is not None:
             self._auth.close()
-        self._source, self._targets, self._inloox_limit = None, {}, None
+        self._source, self._targets = None, {}
+        if not self._shared_limit:
+            self._inloox_limit = None
         self._inloox_transport = self._auth = None
 
     # ---- passes ------------------------------------------------------------
