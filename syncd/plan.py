@@ -248,8 +248,10 @@ def _plan_booked(event: Event, record: Known, decision: Decision, policy: Policy
                       why="moved to a time that has not ended; booked again after")
     changes = _changes(event, record, decision, policy)
     if changes:
+        why = ("meeting moved after booking" if "start" in changes
+               else "now maps to another project or task")
         return Action("update", event.id, decision, event, record.entry_id,
-                      why="meeting changed after booking", changes=changes)
+                      why=why, changes=changes)
     return Action("nothing", event.id, decision, event, record.entry_id,
                   why="booked, unchanged")
 
