@@ -434,7 +434,7 @@ class Runner:
             )
         except SyncdError as exc:
             log.error("pass_record_failed", error=str(exc))
-        level = log.info if result.ok else log.warning
+        level = log.info if result.ok and not result.failed else log.warning
         level("pass_finished", **summary)
 
     # ---- dry run -----------------------------------------------------------
