@@ -19,8 +19,10 @@ import asyncio
 import json
 import os
 import re
+import stat
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,7 +31,7 @@ from urllib.parse import urlparse
 import httpx
 import structlog
 
-from syncd.errors import AuthError, TransientError
+from syncd.errors import AuthError, ConfigError, Problem, SyncdError, TransientError
 from syncd.http import HttpSettings, httpx_timeout, ssl_context, transport_error
 from syncd.metrics import GRAPH_REQUESTS
 
@@ -108,8 +110,10 @@ def default_instance_discovery(authority: str) -> bool | None:
 
 
 def _check_authority(authority: str) -> None:
+    """msal needs https: anything else is a configuration mistake."""
     if urlparse(authority).scheme != "https":
-        raise AuthError(f"the authority must be an https:// URL; {FIX_AUTHORITY}")
+        raise ConfigError([Problem(file="", line=None, key="graph.authority",
+                                   message="must be an https:// URL")])
 
 
 def raise_for_result(result: Mapping[str, Any], *, fix: str,
@@ -137,12 +141,44 @@ def raise_for_result(result: Mapping[str, Any], *, fix: str,
                     code=error, user=user)
 
 
-def _classify_msal_exception(exc: Exception, *, user: str | None) -> Exception:
-    """Map what msal raises (beyond our own errors) onto the error tree."""
-    if isinstance(exc, TransientError | AuthError):
+def _classify_msal_exception(exc: Exception, *,
+                             user: str | None) -> SyncdError | None:
+    """Map network and msal failures onto the error tree; None for anything else.
+
+    Transport errors (httpx, requests), an answer that is not JSON and msal's
+    own service errors are transient; an ID token for another issuer or
+    audience means the authority is wrong.  Anything else is a bug and must
+    surface as itself.
+    """
+    import msal  # type: ignore[import-untyped, unused-ignore]
+    import requests  # type: ignore[import-untyped, unused-ignore]
+    from msal.oauth2cli.oidc import (  # type: ignore[import-untyped, unused-ignore]
+        IdTokenError,
+    )
+
+    if isinstance(exc, SyncdError):
         return exc
-    return TransientError(f"identity platform exchange failed: {type(exc).__name__}",
-                          user=user)
+    if isinstance(exc, IdTokenError):
+        return AuthError(f"identity platform sent an unexpected ID token "
+                         f"({type(exc).__name__}): {FIX_AUTHORITY}", user=user)
+    network = (httpx.TransportError, requests.RequestException, json.JSONDecodeError,
+               msal.exceptions.MsalError)
+    if isinstance(exc, network):
+        return TransientError(
+            f"identity platform exchange failed: {type(exc).__name__}", user=user)
+    return None
+
+
+@contextmanager
+def _msal_errors(user: str | None) -> Iterator[None]:
+    """Re-raise network and msal failures classified; let anything else through."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = _classify_msal_exception(exc, user=user)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from exc
 
 
 class _MsalProvider:
@@ -241,13 +277,10 @@ class ClientCredentialsAuth(_MsalProvider):
         return await asyncio.to_thread(self._acquire, mailbox)
 
     def _acquire(self, mailbox: str) -> str:
-        with self._lock:
-            try:
-                app = self._ensure_app()
-                self._drop_invalidated()
-                result = app.acquire_token_for_client(scopes=self._scopes)
-            except Exception as exc:
-                raise _classify_msal_exception(exc, user=mailbox) from exc
+        with self._lock, _msal_errors(mailbox):
+            app = self._ensure_app()
+            self._drop_invalidated()
+            result = app.acquire_token_for_client(scopes=self._scopes)
         raise_for_result(result, fix=FIX_SECRET, user=mailbox)
         return str(result["access_token"])
 
@@ -286,45 +319,37 @@ class DeviceCodeAuth(_MsalProvider):
             self._client_id, token_cache=self._cache, **self._msal_kwargs())
 
     def login(self, print_fn: Callable[[str], None] = print, *,
-              mailbox: str | None = None) -> dict[str, Any]:
-        """Run the device code flow; return the signed-in account.
+              mailbox: str | None = None) -> str:
+        """Run the device code flow; return the signed-in username.
 
         ``print_fn`` receives the verification URI and the user code (never a
         token).  Blocks until the user approved, the code expired or the
-        platform refused.  With ``mailbox``, the account must be that user.
+        platform refused.  With ``mailbox``, the account must be that user;
+        a refused sign-in leaves the cache (file and memory) as it was.
         """
         with self._lock:
             app = self._prepare(mailbox)
             flow = self._initiate(app, mailbox)
             print_fn(_flow_message(flow))
-            try:
+            before = self._cache.serialize()
+            with _msal_errors(mailbox):
                 result = app.acquire_token_by_device_flow(flow)
-            except Exception as exc:
-                raise _classify_msal_exception(exc, user=mailbox) from exc
+            try:
+                username = _signed_in_username(result, mailbox)
+            except (AuthError, TransientError):
+                self._cache.deserialize(before)
+                self._cache.has_state_changed = False
+                raise
             self._save_if_changed()
-        raise_for_result(result, fix=_fix_login(mailbox), user=mailbox)
-        return self._signed_in_account(app, result, mailbox)
+        log.info("login_succeeded", username=username, cache=str(self._path))
+        return username
 
     def _initiate(self, app: Any, mailbox: str | None) -> dict[str, Any]:
-        try:
+        with _msal_errors(mailbox):
             flow: dict[str, Any] = app.initiate_device_flow(scopes=self._scopes)
-        except Exception as exc:
-            raise _classify_msal_exception(exc, user=mailbox) from exc
         if "user_code" not in flow:
             raise_for_result(flow, fix=FIX_AUTHORITY, user=mailbox)
         return flow
-
-    def _signed_in_account(self, app: Any, result: Mapping[str, Any],
-                           mailbox: str | None) -> dict[str, Any]:
-        claims = result.get("id_token_claims") or {}
-        username = str(claims.get("preferred_username", ""))
-        accounts = app.get_accounts(username=username) if username else []
-        if mailbox and username.lower() != mailbox.lower():
-            raise AuthError(f"signed in as {username or 'an unknown account'}, "
-                            f"not as {mailbox}: {_fix_login(mailbox)}", user=mailbox)
-        log.info("login_succeeded", username=username, cache=str(self._path))
-        account: dict[str, Any] = accounts[0] if accounts else {"username": username}
-        return account
 
     async def get_token(self, mailbox: str) -> str:
         """A delegated token for the signed-in ``mailbox`` (silent refresh)."""
@@ -338,11 +363,9 @@ class DeviceCodeAuth(_MsalProvider):
             if not accounts:
                 raise AuthError(f"no signed-in account for {mailbox}: "
                                 f"{_fix_login(mailbox)}", user=mailbox)
-            try:
+            with _msal_errors(mailbox):
                 result = app.acquire_token_silent_with_error(
                     self._scopes, account=accounts[0])
-            except Exception as exc:
-                raise _classify_msal_exception(exc, user=mailbox) from exc
             self._save_if_changed()
         if result is None:
             raise AuthError(f"the sign-in of {mailbox} expired: {_fix_login(mailbox)}",
@@ -352,13 +375,9 @@ class DeviceCodeAuth(_MsalProvider):
 
     def _prepare(self, mailbox: str | None) -> Any:
         """Load (or reload) the cache file, then make sure the app exists."""
-        try:
+        with _msal_errors(mailbox):
             self._load_if_replaced()
             return self._ensure_app()
-        except (AuthError, TransientError):
-            raise
-        except Exception as exc:
-            raise _classify_msal_exception(exc, user=mailbox) from exc
 
     # -- the cache file --------------------------------------------------
 
@@ -386,16 +405,31 @@ class DeviceCodeAuth(_MsalProvider):
 
     def _read_state(self) -> str | None:
         try:
-            text = self._path.read_text(encoding="utf-8")
+            raw = self._path.read_bytes()
         except FileNotFoundError:
             return None
+        self._make_private()
         try:
-            if not isinstance(json.loads(text), dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
+            text = raw.decode("utf-8")
+            _check_cache_shape(json.loads(text))
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too
             self._move_aside(exc)
             return None
         return text
+
+    def _make_private(self) -> None:
+        """A cache readable by others is narrowed to 0600, with one warning."""
+        try:
+            mode = stat.S_IMODE(self._path.stat().st_mode)
+            if not mode & 0o077:
+                return
+            os.chmod(self._path, 0o600)
+        except OSError as exc:  # gone meanwhile, or not ours to change
+            log.warning("token_cache_mode_unchecked", cache=str(self._path),
+                        error=type(exc).__name__)
+            return
+        log.warning("token_cache_mode_loose", cache=str(self._path),
+                    mode=f"{mode:04o}", fixed_to="0600")
 
     def _move_aside(self, exc: Exception) -> None:
         stamp = self._now().strftime("%Y%m%dT%H%M%SZ")
@@ -411,6 +445,27 @@ class DeviceCodeAuth(_MsalProvider):
         write_private_file(self._path, self._cache.serialize())
         self._cache.has_state_changed = False
         self._cache_stamp = self._stamp()
+
+
+def _signed_in_username(result: Mapping[str, Any], mailbox: str | None) -> str:
+    """The username of a device-flow result; with ``mailbox``, it must match."""
+    raise_for_result(result, fix=_fix_login(mailbox), user=mailbox)
+    claims = result.get("id_token_claims") or {}
+    username = str(claims.get("preferred_username", ""))
+    if mailbox and username.lower() != mailbox.lower():
+        raise AuthError(f"signed in as {username or 'an unknown account'}, "
+                        f"not as {mailbox}: {_fix_login(mailbox)}", user=mailbox)
+    return username
+
+
+def _check_cache_shape(state: object) -> None:
+    """msal's cache is an object of sections, each an object of objects."""
+    if not isinstance(state, dict):
+        raise ValueError("not a JSON object")
+    for section in state.values():
+        if not isinstance(section, dict) or not all(
+                isinstance(entry, dict) for entry in section.values()):
+            raise ValueError("a section is not an object of objects")
 
 
 def write_private_file(path: Path, text: str) -> None:

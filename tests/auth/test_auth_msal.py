@@ -16,7 +16,9 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+import requests
 import structlog
+from msal.exceptions import MsalServiceError  # type: ignore[import-untyped, unused-ignore]
 
 from syncd.auth import (
     ClientCredentialsAuth,
@@ -24,7 +26,7 @@ from syncd.auth import (
     MsalHttpClient,
     default_instance_discovery,
 )
-from syncd.errors import AuthError, TransientError
+from syncd.errors import AuthError, ConfigError, TransientError
 
 AUTHORITY = "https://login.test/tenant-1"
 CLIENT_ID = "client-1"
@@ -174,10 +176,13 @@ def test_unreachable_identity_platform_is_transient() -> None:
         asyncio.run(auth.get_token(ALICE))
 
 
-def test_http_authority_is_refused() -> None:
-    """msal needs https: a plain http authority is an AuthError naming the key."""
-    with pytest.raises(AuthError, match=r"graph\.authority"):
+def test_http_authority_is_a_configuration_error() -> None:
+    """msal needs https: a plain http authority is a ConfigError on the key."""
+    with pytest.raises(ConfigError) as raised:
         ClientCredentialsAuth("http://login.test/t", CLIENT_ID, SECRET)
+
+    [problem] = raised.value.problems
+    assert problem.key == "graph.authority" and "https://" in problem.message
 
 
 def test_instance_discovery_only_for_microsoft() -> None:
@@ -199,9 +204,9 @@ def test_device_login_prints_the_code_and_writes_a_private_cache(
     identity, cache = FakeIdentity(), tmp_path / "state" / "tokens.json"
     printed: list[str] = []
 
-    account = device_auth(identity, cache).login(printed.append, mailbox=ALICE)
+    username = device_auth(identity, cache).login(printed.append, mailbox=ALICE)
 
-    assert account["username"] == ALICE
+    assert username == ALICE
     assert printed == ["To sign in, open https://login.test/device and enter the "
                        "code ABCD-EFGH (valid for 15 minutes)."]
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
@@ -306,3 +311,75 @@ def test_existing_wide_temp_file_does_not_widen_the_cache(tmp_path: Path) -> Non
     device_auth(identity, cache).login(lambda _: None)
 
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+
+
+def test_a_loose_cache_mode_is_tightened_with_one_warning(tmp_path: Path) -> None:
+    """A 0644 cache served without a save still ends up 0600; one warning."""
+    identity, cache = FakeIdentity(), tmp_path / "tokens.json"
+    device_auth(identity, cache).login(lambda _: None)
+    cache.chmod(0o644)
+    auth = device_auth(identity, cache)
+
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(auth.get_token(ALICE))
+        asyncio.run(auth.get_token(ALICE))
+
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    loose = [e for e in logs if e["event"] == "token_cache_mode_loose"]
+    assert [(e["log_level"], e["mode"]) for e in loose] == [("warning", "0644")]
+
+
+def test_a_save_over_a_loose_cache_makes_it_private(tmp_path: Path) -> None:
+    """A login over a 0644 cache file leaves a 0600 one."""
+    identity, cache = FakeIdentity(), tmp_path / "tokens.json"
+    device_auth(identity, cache).login(lambda _: None)
+    cache.chmod(0o644)
+
+    device_auth(identity, cache).login(lambda _: None)
+
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+
+
+class BrokenPost:
+    """An msal http_client whose token requests raise ``error``."""
+
+    def __init__(self, identity: FakeIdentity, error: Exception) -> None:
+        self._inner = http_client(identity)
+        self._error = error
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        return self._inner.get(url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        raise self._error
+
+
+def broken_auth(error: Exception) -> ClientCredentialsAuth:
+    return ClientCredentialsAuth(AUTHORITY, CLIENT_ID, SECRET,
+                                 http_client=BrokenPost(FakeIdentity(), error))
+
+
+@pytest.mark.parametrize("error", [
+    httpx.ConnectError("refused"),
+    requests.ConnectionError("refused"),
+    MsalServiceError("HTTP Error: 503", error=None, error_description=None),
+])
+def test_network_and_msal_errors_are_transient(error: Exception) -> None:
+    """Transport errors and msal's own service errors: TransientError."""
+    with pytest.raises(TransientError, match=type(error).__name__):
+        asyncio.run(broken_auth(error).get_token(ALICE))
+
+
+def test_our_own_bugs_are_not_disguised_as_transient() -> None:
+    """Anything else (a bug) propagates as itself, for the runner to report."""
+    with pytest.raises(KeyError, match="bug"):
+        asyncio.run(broken_auth(KeyError("bug")).get_token(ALICE))
+
+
+def test_a_non_json_token_answer_is_transient() -> None:
+    """A proxy's HTML error page instead of JSON: try again later."""
+    identity = FakeIdentity()
+    identity.fail_with = httpx.Response(502, text="<html>bad gateway</html>")
+
+    with pytest.raises(TransientError):
+        asyncio.run(app_auth(identity).get_token(ALICE))

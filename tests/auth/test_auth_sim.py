@@ -10,8 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from structlog.testing import capture_logs
+from typer.testing import CliRunner
 
 from syncd.auth import ClientCredentialsAuth, DeviceCodeAuth
+from syncd.cli import app
 from syncd.errors import AuthError, TransientError
 from syncd.graph import GraphCalendar
 from syncd.sim import Simulator, load_scenario
@@ -76,7 +80,7 @@ def test_device_login_then_silent_refresh_reads_me(
     fresh = asyncio.run(auth.get_token(mailbox))
     refresh_after = json.loads(cache.read_text())["RefreshToken"]
 
-    assert account["username"].lower() == mailbox.lower()
+    assert account.lower() == mailbox.lower()
     assert "/devicelogin" in printed[0] and token not in printed[0]
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
     assert fresh != token
@@ -122,3 +126,93 @@ def test_corrupt_cache_is_moved_aside(sim: Simulator, tmp_path: Path) -> None:
 
     assert len(list(tmp_path.glob("tokens.json.corrupt-*"))) == 1
     assert asyncio.run(auth.get_token(sim.users[0]))
+
+
+@pytest.fixture
+def bob_signs_in(sim: Simulator) -> Iterator[str]:
+    """The device-code sign-in approves the second user instead of the first."""
+    sim.faults.device_login_user = sim.users[1]
+    try:
+        yield sim.users[1]
+    finally:
+        sim.faults.device_login_user = None
+
+
+def test_non_utf8_cache_is_moved_aside_and_login_works(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Non-UTF-8 bytes are a corrupt cache: moved aside, AuthError, login works."""
+    cache, mailbox = tmp_path / "tokens.json", sim.users[0]
+    cache.write_bytes(b"\xff\xfe\x00x")
+    auth = device_auth(sim, cache)
+
+    with capture_logs() as logs, pytest.raises(AuthError, match="syncd login"):
+        asyncio.run(auth.get_token(mailbox))
+    username = device_auth(sim, cache).login(lambda _: None, mailbox=mailbox)
+
+    [aside] = tmp_path.glob("tokens.json.corrupt-*")
+    assert aside.read_bytes() == b"\xff\xfe\x00x"
+    assert [e["log_level"] for e in logs if e["event"] == "token_cache_corrupt"] == [
+        "warning"]
+    assert username.lower() == mailbox.lower()
+    assert asyncio.run(auth.get_token(mailbox))
+
+
+def test_refused_wrong_account_login_persists_nothing(
+    sim: Simulator, tmp_path: Path, bob_signs_in: str
+) -> None:
+    """bob signing in for alice is refused; no file holds bob's tokens."""
+    cache, alice = tmp_path / "tokens.json", sim.users[0]
+    auth = device_auth(sim, cache)
+
+    with pytest.raises(AuthError, match=f"signed in as {bob_signs_in}"):
+        auth.login(lambda _: None, mailbox=alice)
+
+    assert not cache.exists()
+    with pytest.raises(AuthError, match="no signed-in account"):
+        asyncio.run(auth.get_token(bob_signs_in))
+
+
+def test_refused_login_keeps_the_previous_cache(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A refused sign-in leaves alice's earlier cache file byte for byte."""
+    cache, alice, bob = tmp_path / "tokens.json", sim.users[0], sim.users[1]
+    auth = device_auth(sim, cache)
+    auth.login(lambda _: None, mailbox=alice)
+    before = cache.read_bytes()
+    sim.faults.device_login_user = bob
+    try:
+        with pytest.raises(AuthError, match=f"not as {alice}"):
+            auth.login(lambda _: None, mailbox=alice)
+    finally:
+        sim.faults.device_login_user = None
+
+    assert cache.read_bytes() == before
+    assert asyncio.run(auth.get_token(alice))
+
+
+def device_code_config(sim: Simulator, directory: Path, cache: Path) -> Path:
+    path = sim.write_config(directory)
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config["graph"].update(auth="device_code", token_cache=str(cache))
+    del config["graph"]["client_secret"]
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def test_cli_login_over_a_non_utf8_cache_names_the_user(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`syncd login` sets the bad cache aside and prints the signed-in username."""
+    cache, mailbox = tmp_path / "tokens.json", sim.users[0]
+    cache.write_bytes(b"\xff\xfe\x00x")
+    path = device_code_config(sim, tmp_path / "etc", cache)
+    for name, value in sim.config_env(tmp_path / "etc", include_secrets=True).items():
+        monkeypatch.setenv(name, value)
+
+    result = CliRunner().invoke(app, ["login", "-c", str(path), "--user", mailbox])
+
+    assert result.exit_code == 0, result.output
+    assert f"signed in as {mailbox.lower()}; token cache" in result.output.lower()
+    assert len(list(tmp_path.glob("tokens.json.corrupt-*"))) == 1
