@@ -125,6 +125,7 @@ class PassContext:
     skipped: Counter[str] = field(default_factory=Counter)
     keep_cursor: bool = False  # an update or retraction failed: replay the round
     create_concurrency: int = 1  # creates of this pass in flight at once
+    fresh: bool = False  # read the whole window anew (rules may have changed)
 
     @property
     def mailbox(self) -> str:
@@ -232,7 +233,7 @@ class Engine:
         stay in order: claim, call, outcome).  Lookups never overlap a
         create, so an entry being made cannot be taken for another event.
         """
-        round_, content, window, known = await self.prepare(ctx)
+        round_, content, window, known = await self.prepare(ctx, fresh=ctx.fresh)
         resolve = await self.resolver(ctx, round_)
         actions = planner.plan(round_, known, ctx.user, now=ctx.now, resolve=resolve)
         for action in actions:

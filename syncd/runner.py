@@ -117,6 +117,10 @@ class Runner:
         self._auth: Any = None
         self._source: Any = None
         self._targets: dict[str, Any] = {}
+        self._reread: set[str] = set()
+        """Users whose whole window this runner has read once: the first pass
+        after a start or a reload reads it anew, so changed rules reach events
+        the delta rounds would not bring again."""
         self._inloox_limit = inloox_limit
         self._shared_limit = inloox_limit is not None
         self._inloox_transport: Any = None
@@ -309,9 +313,12 @@ class Runner:
             now=now,
             fence=fence,
             create_concurrency=self.config.http.inloox_concurrency,
+            fresh=user.mailbox not in self._reread,
         )
         actions = await self.engine.run(ctx)
         self._settled[user.mailbox] = fence
+        if not ctx.keep_cursor:
+            self._reread.add(user.mailbox)
         self.last_actions[user.mailbox] = actions
         _count(result, ctx, actions)
         result.requests = self._requests(user) - before
