@@ -381,6 +381,9 @@ class Engine:
                 "the outcome of this booking is unknown and it cannot be looked "
                 "up without the meeting's times: check InLoox by hand, then run "
                 "`syncd retry`", user=ctx.mailbox, event_id=record.event_id)
+        if in_doubt:
+            await ctx.target.learn_performer(
+                self.ledger.recent_entry_ids(ctx.mailbox))
         candidates = await ctx.target.find_entries(
             project_id=record.project_id, start=record.start, end=record.end)
         taken = self.ledger.entries_taken([c.id for c in candidates],

@@ -41,6 +41,7 @@ from syncd.http import (
     odata_error,
     parse_retry_after,
     retry_idempotent,
+    same_origin,
     ssl_context,
     transport_error,
 )
@@ -156,6 +157,10 @@ class GraphCalendar:
         self, mailbox: str, window: Window, delta_link: str | None
     ) -> AsyncIterator[DeltaPage]:
         """Every page of a round: ``delta_link`` continued, or a new round."""
+        if delta_link is not None and not same_origin(delta_link, self._base_url):
+            # Stored while graph.base_url pointed elsewhere: never sent there.
+            raise DeltaExpired("the stored delta link is not on graph.base_url",
+                               user=mailbox)
         url: str = delta_link or self._mailbox_url(mailbox, "calendarView/delta")
         params = None if delta_link else window_params(window)
         started, pages = self._clock(), 0
@@ -168,6 +173,12 @@ class GraphCalendar:
             if page.delta_link is None and page.next_link is None:
                 raise TransientError("delta page carries no next or delta link",
                                      method="GET", url=url, user=mailbox)
+            for link in (page.next_link, page.delta_link):
+                if link is not None and not same_origin(link, self._base_url):
+                    raise PermanentError(
+                        "Graph sent a paging link to another host; "
+                        "refusing to follow it", method="GET", url=url,
+                        user=mailbox)
             if page.next_link is not None and page.next_link == url:
                 raise TransientError("paging loop: the same next link twice",
                                      method="GET", url=url, user=mailbox)

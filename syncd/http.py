@@ -236,6 +236,16 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
+def same_origin(link: str, base_url: str) -> bool:
+    """Whether ``link`` has the scheme, host and port of ``base_url``.
+
+    Links a server sends back are followed with credentials attached, so
+    they are followed only to the service they came from.
+    """
+    a, b = httpx.URL(link), httpx.URL(base_url)
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
 def odata_error(response: httpx.Response) -> tuple[str | None, str | None]:
     """``(code, message)`` of an OData/Graph error body, ``None`` when absent."""
     try:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import httpx
 import structlog
@@ -38,10 +38,12 @@ from syncd.http import (
     odata_error,
     parse_retry_after,
     retry_idempotent,
+    same_origin,
     ssl_context,
     transport_error,
 )
 from syncd.model import TimeEntry
+from syncd.ports import UNCHANGED, Unchanged
 
 __all__ = ["InLooxClient", "datetime_literal", "guid_literal", "string_literal"]
 
@@ -203,6 +205,22 @@ class InLooxClient:
             return None
         return _entry(_json_object(response))
 
+    async def learn_performer(self, entry_ids: list[str]) -> bool:
+        """Narrow lookups to the performer of one of our own entries.
+
+        After a restart the performer is not known until the next create
+        answers; a lookup in doubt must not take a colleague's entry over the
+        same meeting for ours, so it learns the performer from an entry the
+        ledger holds.
+        """
+        for entry_id in entry_ids:
+            if self.performer_id is not None:
+                break
+            entry = await self.get_entry(entry_id)
+            if entry is not None and entry.performer_id:
+                self.performer_id = entry.performer_id
+        return self.performer_id is not None
+
     async def resolve_project(self, name: str) -> str | None:
         """The id of the project with exactly this name, or ``None``."""
         if name in self._projects:
@@ -226,11 +244,14 @@ class InLooxClient:
         entry_id: str,
         *,
         project_id: str | None = None,
-        task_id: str | None = None,
+        task_id: str | Unchanged | None = UNCHANGED,
         start: datetime | None = None,
         end: datetime | None = None,
     ) -> None:
-        """PATCH only the given fields; ``BilledLocked`` for a billed entry."""
+        """PATCH only the given fields; ``BilledLocked`` for a billed entry.
+
+        ``task_id=None`` removes the entry's task (``"TaskItemId": null``).
+        """
         body = _patch_body(project_id, task_id, start, end)
         if not body:
             return
@@ -296,7 +317,7 @@ class InLooxClient:
         link = page.get("@odata.nextLink")
         if link is None:
             return None
-        if not _same_origin(str(link), self.base_url):
+        if not same_origin(str(link), self.base_url):
             raise PermanentError(
                 "InLoox sent a next link to another host; refusing to follow it",
                 method=request.method,
@@ -504,11 +525,6 @@ def _page_items(
     return [item for item in value if isinstance(item, dict)]
 
 
-def _same_origin(link: str, base_url: str) -> bool:
-    a, b = urlsplit(link), urlsplit(base_url)
-    return (a.scheme, a.netloc.lower()) == (b.scheme, b.netloc.lower())
-
-
 def _json_object(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
@@ -567,14 +583,14 @@ def _instant(value: str) -> datetime:
 
 def _patch_body(
     project_id: str | None,
-    task_id: str | None,
+    task_id: str | Unchanged | None,
     start: datetime | None,
     end: datetime | None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if project_id is not None:
         body["ProjectId"] = project_id
-    if task_id is not None:
+    if task_id is not UNCHANGED:
         body["TaskItemId"] = task_id
     if start is not None:
         body["StartDateTime"] = datetime_literal(start)

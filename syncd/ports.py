@@ -6,11 +6,22 @@ and the benchmark swap them.  The core never imports a concrete client.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 from syncd.model import DeltaPage, Event, TimeEntry, Window
+
+
+class Unchanged(enum.Enum):
+    """The type of :data:`UNCHANGED`."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED: Final = Unchanged.UNCHANGED
+"""A task left as it is by ``update_entry`` (``None`` removes the task)."""
 
 
 class CalendarSource(Protocol):
@@ -57,11 +68,18 @@ class TimeEntryTarget(Protocol):
 
     async def get_entry(self, entry_id: str) -> TimeEntry | None: ...
 
+    async def learn_performer(self, entry_ids: list[str]) -> bool:
+        """Narrow lookups to the performer of the first of these entries
+        (booked with this account) that still exists; whether it is known."""
+        ...
+
     async def update_entry(
         self, entry_id: str, *, project_id: str | None = None,
-        task_id: str | None = None, start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> None: ...
+        task_id: str | Unchanged | None = UNCHANGED,
+        start: datetime | None = None, end: datetime | None = None,
+    ) -> None:
+        """Change the given fields; ``task_id=None`` removes the task."""
+        ...
 
     async def delete_entry(self, entry_id: str) -> None:
         """Delete the entry; ``BilledLocked`` when InLoox refuses (billed)."""

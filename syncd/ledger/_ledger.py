@@ -102,6 +102,7 @@ _PRUNE_PASSES = delete(PASSES).where(
 )
 _CURSOR_FIELDS = ("delta_link", "window_start", "window_end", "updated_at")
 _UPSERTS: dict[tuple[str, str], Any] = {}
+_TRANSITIONS: dict[frozenset[State] | None, Any] = {}
 
 
 def _cached(connection: Connection, name: str, build: Callable[[], Any]) -> Any:
@@ -280,6 +281,17 @@ class Ledger:
             ).first()
         return None if row is None else record(row)
 
+    def recent_entry_ids(self, user: str, limit: int = 3) -> list[str]:
+        """The InLoox entries most recently booked for ``user``, newest first."""
+        with self._read("read entries") as connection:
+            rows = connection.execute(
+                select(EVENTS.c.entry_id)
+                .where(EVENTS.c.user == user, EVENTS.c.entry_id.is_not(None))
+                .order_by(EVENTS.c.booked_at.desc().nulls_last())
+                .limit(limit)
+            ).all()
+        return [row.entry_id for row in rows]
+
     def entries_taken(self, entry_ids: Collection[str], *, user: str,
                       event_id: str) -> set[str]:
         """Which of these InLoox entries any other record (of any user) holds."""
@@ -391,10 +403,8 @@ class Ledger:
         now = self._clock()
         values = _transition_values(state, fields, now)
         params = {"k_user": user, "k_event_id": event_id, **values}
-        statement = _TRANSITION
         expected = None if expect is None else frozenset(State(s) for s in expect)
-        if expected is not None:
-            statement = statement.where(EVENTS.c.state.in_(expected))
+        statement = _transition_statement(expected)
         with self._write("transition", user, fence) as connection:
             row = connection.execute(statement, params).first()
             if row is None:
@@ -678,6 +688,18 @@ class Ledger:
         with self._read("count owners") as connection:
             count = _leases.live_owners(connection, self._clock() - ttl)
         return max(count, 1)
+
+
+def _transition_statement(expected: frozenset[State] | None) -> Any:
+    """The UPDATE of ``transition``, built once per set of expected states."""
+    statement = _TRANSITIONS.get(expected)
+    if statement is None:
+        statement = _TRANSITION
+        if expected is not None:
+            states = sorted(state.value for state in expected)
+            statement = statement.where(EVENTS.c.state.in_(states))
+        _TRANSITIONS[expected] = statement
+    return statement
 
 
 def _transition_values(

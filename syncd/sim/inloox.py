@@ -200,6 +200,8 @@ class InLoox:
         )
 
     def _visible(self, user: User) -> list[JSON]:
+        if self._sim.scenario.settings.entry_visibility == "all":
+            return self.entries()
         return self.entries(user.contact_id)
 
     def _list(
@@ -224,10 +226,18 @@ class InLoox:
     def _entity(self, request: Request, user: User, entry_id: str) -> Response:
         with self._lock:
             entry = self._entries.get(entry_id)
-            if entry is None or entry["PerformedByContactId"] != user.contact_id:
+            readable = entry is not None and (
+                entry["PerformedByContactId"] == user.contact_id
+                or self._sim.scenario.settings.entry_visibility == "all"
+            )
+            if entry is None or not readable:
                 raise InLooxError(404, "NotFound", f"TimeEntry {entry_id} not found.")
             if request.method == "GET":
                 return json_response(200, dict(entry))
+            if entry["PerformedByContactId"] != user.contact_id:
+                raise InLooxError(
+                    403, "Forbidden", f"TimeEntry {entry_id} is not yours to change."
+                )
             if request.method == "PATCH":
                 return self._patch(request, entry)
             if request.method == "DELETE":

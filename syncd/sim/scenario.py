@@ -95,6 +95,7 @@ class Settings:
     page_size: int = 10
     inloox_page_size: int = 100
     id_seed: str = "syncd-sim"
+    entry_visibility: str = "own"  # or "all": keys read every performer's entries
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,8 @@ def _settings(raw: dict[str, Any]) -> Settings:
     unknown = set(raw) - known
     if unknown:
         raise ScenarioError(f"settings: unknown keys {sorted(unknown)}")
+    if raw.get("entry_visibility", "own") not in ("own", "all"):
+        raise ScenarioError("settings.entry_visibility: own or all")
     return Settings(**raw)
 
 

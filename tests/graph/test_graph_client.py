@@ -347,6 +347,31 @@ def test_round_time_budget_guard() -> None:
     assert now[0] == 120.0
 
 
+@pytest.mark.parametrize("key", ["next_link", "delta_link"])
+def test_link_to_another_host_is_not_followed(key: str) -> None:
+    """A paging link off graph.base_url fails the round; nothing is sent there."""
+    seen: list[httpx.Request] = []
+    foreign = "https://attacker.test/v1.0/users/x/calendarView/delta?$skiptoken=a"
+    graph, _, _ = calendar(script(page([EVENT], **{key: foreign}), seen=seen))
+
+    with pytest.raises(PermanentError, match="another host"):
+        run_round(graph)
+
+    assert [r.url.host for r in seen] == ["graph.test"]
+
+
+def test_stored_delta_link_off_the_base_url_starts_a_new_round() -> None:
+    """A link stored under an old graph.base_url is never sent: new round."""
+    seen: list[httpx.Request] = []
+    graph, _, _ = calendar(script(seen=seen))
+    old = "https://graph.old.test/v1.0/users/x/calendarView/delta?$deltatoken=a"
+
+    with pytest.raises(DeltaExpired, match=r"graph\.base_url"):
+        run_round(graph, delta_link=old)
+
+    assert seen == []
+
+
 def test_page_without_any_link_fails_the_round() -> None:
     """A page with neither next nor delta link cannot end a round."""
     graph, _, _ = calendar(script(page([EVENT]), seen=[]))

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from syncd.ledger import State
+import copy
+from pathlib import Path
 
-from .world import ALICE, APOLLO, ZEPHYR, World, at
+import httpx
+
+from syncd.ledger import State
+from syncd.runner import Runner
+from syncd.sim.scenario import parse_scenario
+
+from .world import ALICE, APOLLO, SCENARIO, ZEPHYR, World, at
+
+BOB = "bob@contoso.example"
+BOB_KEY = "ilx_pat_bob_semantics_00000000000000"
 
 
 def _in_doubt(w: World, *subjects: str) -> list[str]:
@@ -83,3 +93,47 @@ def test_in_doubt_without_times_is_never_booked_again(w: World) -> None:
 
     assert w.entries() == []
     assert w.record("AAMk-unknown").state == "failed_permanent"
+
+
+def _book_by_hand(w: World, api_key: str, start: str, end: str) -> str:
+    """A time entry typed into InLoox by its owner, not by syncd."""
+    response = httpx.post(
+        f"{w.sim.inloox_url}/TimeEntry", verify=w.sim.ssl_context(),
+        headers={"x-api-key": api_key},
+        json={"ProjectId": APOLLO, "StartDateTime": start, "EndDateTime": end,
+              "DisplayName": "Apollo review"})
+    response.raise_for_status()
+    return str(response.json()["TimeEntryId"])
+
+
+def test_lookup_after_a_restart_never_takes_a_colleagues_entry(
+        tmp_path: Path) -> None:
+    """Bob booked the same meeting by hand and Alice's key can read his
+    entries: Alice's booking in doubt after a restart finds her own entry."""
+    scenario = copy.deepcopy(SCENARIO)
+    scenario["settings"]["entry_visibility"] = "all"
+    scenario["users"].append(
+        {"mailbox": BOB, "name": "Bob", "timezone": "Europe/Berlin",
+         "inloox": {"contact_id": "b2d4f6a8-2222-4b3c-8d4e-6f8a0b2c4d6e",
+                    "api_key": BOB_KEY}})
+    w = World(tmp_path, scenario=parse_scenario(scenario))
+    try:
+        w.add("Apollo planning", at(18, 9))
+        w.run_pass()
+        bobs = _book_by_hand(w, BOB_KEY, "2026-03-19T09:00:00Z",
+                             "2026-03-19T10:00:00Z")
+        w.loop.run_until_complete(w.runner.aclose())
+        w.runner = Runner(w.config, w.ledger, clock=w.clock)  # a restart
+        event_id = w.add("Apollo review", at(19, 9))
+        w.sim.faults.drop_after_commit(1)
+        w.run_pass()
+        assert w.record(event_id).state == "in_doubt"
+
+        w.run_pass()
+
+        alices = [e["TimeEntryId"] for e in w.sim.inloox_entries(ALICE)
+                  if e["StartDateTime"].startswith("2026-03-19")]
+        assert len(alices) == 1
+        assert w.record(event_id).entry_id == alices[0] != bobs
+    finally:
+        w.close()
