@@ -531,7 +531,8 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise PermanentError(
+        # Most often a proxy's or a maintenance page: tried again later.
+        raise TransientError(
             "InLoox answered with something that is not a JSON object",
             method=response.request.method,
             url=str(response.request.url),

@@ -488,6 +488,35 @@ def test_get_entry_and_missing_entry() -> None:
     assert str(recorder.requests[0].url) == f"{BASE}/TimeEntry({ENTRY})"
 
 
+def test_html_page_instead_of_json_is_transient() -> None:
+    """A proxy's HTML page where an entity was due: tried again later."""
+    page = httpx.Response(200, text="<html>maintenance</html>",
+                          headers={"Content-Type": "text/html"})
+
+    with pytest.raises(TransientError, match="not a JSON object"):
+        call(client_for(Recorder(page)), "get_entry", ENTRY)
+
+
+def test_learn_performer_narrows_later_lookups() -> None:
+    """The performer of one of our entries filters the lookups that follow;
+    a vanished entry is passed over."""
+    recorder = Recorder(odata_error(404, "NotFound"),
+                        httpx.Response(200, json=ENTITY),
+                        httpx.Response(200, json={"value": []}))
+    client = client_for(recorder)
+
+    gone = "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6"
+
+    async def go() -> bool:
+        async with client:
+            known = await client.learn_performer([gone, ENTRY])
+            await client.find_entries(project_id=None, start=START, end=END)
+            return known
+
+    assert run(go()) is True
+    assert f"PerformedByContactId eq {PERFORMER}" in filter_of(recorder.requests[2])
+
+
 # -- retries of idempotent requests -----------------------------------------
 
 
@@ -542,6 +571,15 @@ def test_update_patches_only_the_given_fields() -> None:
         f"{BASE}/TimeEntry({ENTRY})",
     )
     assert json.loads(request.content) == {"ProjectId": TASK}
+
+
+def test_update_with_task_none_removes_the_task() -> None:
+    """``task_id=None`` is sent as an explicit null; leaving it out keeps it."""
+    recorder = Recorder(httpx.Response(204))
+
+    call(client_for(recorder), "update_entry", ENTRY, task_id=None)
+
+    assert json.loads(recorder.requests[0].content) == {"TaskItemId": None}
 
 
 def test_update_times_are_absolute_utc_instants() -> None:
