@@ -3,6 +3,11 @@
 Starts the simulator with the default scenario, writes a configuration for
 it, runs a pass for every user, changes a calendar (a meeting is added, a
 booked one is cancelled), runs again and shows what was booked and why.
+
+The scenario's fortnight may be more than ``freeze_after`` (7 days) old, and
+syncd never touches entries that old: so that a cancellation shows on any
+day of the week, the demo adds yesterday's meeting before the first pass and
+cancels that one.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,18 +27,28 @@ import typer
 from syncd.model import Action
 
 NEW_MEETING = "Customer call: Apollo rollout (added for the demo)"
+RECENT_MEETING = "Apollo status call (added for the demo)"
+
+Clock = Callable[[], datetime]
 
 
-def run_demo(*, keep: bool = False) -> int:
-    """Run the demo; returns the exit code (0 when both passes went as promised)."""
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_demo(*, keep: bool = False, clock: Clock = _utcnow) -> int:
+    """Run the demo; returns the exit code (0 when both passes went as promised).
+
+    ``clock`` is the time the simulator and syncd see (tests move it).
+    """
     from syncd.logs import configure_logging
     from syncd.sim import Simulator, load_scenario
 
     configure_logging(level="warning", fmt="console")
     workdir = Path(tempfile.mkdtemp(prefix="syncd-demo-"))
     try:
-        with Simulator(load_scenario(None)) as sim:
-            return asyncio.run(_demo(sim, workdir))
+        with Simulator(load_scenario(None), clock=clock) as sim:
+            return asyncio.run(_demo(sim, workdir, clock))
     finally:
         if keep:
             typer.echo(f"\nDemo files kept in {workdir}")
@@ -40,7 +56,7 @@ def run_demo(*, keep: bool = False) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _demo(sim: Any, workdir: Path) -> int:
+async def _demo(sim: Any, workdir: Path, clock: Clock) -> int:
     from syncd.config import load_config
     from syncd.ledger import Ledger
     from syncd.runner import Runner
@@ -51,12 +67,18 @@ async def _demo(sim: Any, workdir: Path) -> int:
     _heading(f"Simulator at {sim.base_url} - {len(config.users)} users, "
              f"config in {path}")
 
-    ledger = Ledger.open(config.ledger.url)
-    runner = Runner(config, ledger)
+    ledger = Ledger.open(config.ledger.url, clock=clock)
+    runner = Runner(config, ledger, clock=clock)
+    mailbox = config.users[0].mailbox
+    recent = _add_meeting(sim, mailbox, RECENT_MEETING, clock() - timedelta(days=1))
     try:
-        first = await _pass(runner, config, "Pass 1: the last fortnight")
+        first = await _pass(runner, config, "Pass 1: the last fortnight "
+                            "(and yesterday's meeting)")
         _show_entries(sim, config)
-        change = _change_calendar(sim, config.users[0].mailbox, ledger)
+        _add_meeting(sim, mailbox, NEW_MEETING, clock() - timedelta(hours=2))
+        sim.calendar(mailbox).update_event(recent, is_cancelled=True)
+        change = (f"{mailbox}: one meeting added, yesterday's booked meeting "
+                  "cancelled")
         second = await _pass(runner, config, f"Pass 2: after the calendar changed "
                              f"({change})")
         third = await _pass(runner, config, "Pass 3: nothing changed")
@@ -119,17 +141,12 @@ def _project_name(sim: Any, project_id: str) -> str:
     return project_id
 
 
-def _change_calendar(sim: Any, mailbox: str, ledger: Any) -> str:
-    """Add an ended meeting with a trigger category; cancel a booked one."""
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    calendar = sim.calendar(mailbox)
-    calendar.add_event(subject=NEW_MEETING, start=now - timedelta(hours=3),
-                       end=now - timedelta(hours=2), categories=["Apollo"])
-    booked = [r for r in ledger.records(mailbox).values()
-              if r.state == "booked" and r.series_master_id is None]
-    victim = max(booked, key=lambda r: r.start)
-    calendar.update_event(victim.event_id, is_cancelled=True)
-    return f"{mailbox}: one meeting added, one booked meeting cancelled"
+def _add_meeting(sim: Any, mailbox: str, subject: str, end: datetime) -> str:
+    """An hour's meeting with the Apollo category, ending at ``end``'s hour."""
+    end = end.replace(minute=0, second=0, microsecond=0)
+    return str(sim.calendar(mailbox).add_event(
+        subject=subject, start=end - timedelta(hours=1), end=end,
+        categories=["Apollo"]))
 
 
 def _verdict(first: dict[str, Any], second: dict[str, Any],
