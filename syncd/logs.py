@@ -115,13 +115,18 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)((?:\$|%24)(?:deltatoken|skiptoken)=)[^&\s'\"]+"), r"\1" + MASK),
 )
 
-_MIGHT_MATCH = re.compile(
-    r"(?i)bearer|basic|eyJ|api[-_]?key|authorization|cookie|client_secret"
+_TRIGGER_WORDS = (
+    r"bearer|basic|eyj|api[-_]?key|authorization|cookie|client_secret"
     r"|client_assertion|password|refresh_token|access_token|id_token|device_code"
     r"|://|deltatoken|skiptoken"
 )
+_MIGHT_MATCH = re.compile("(?i)" + _TRIGGER_WORDS)
 """A word every one of ``_PATTERNS`` needs: text without one skips them all
 (one search instead of six substitutions on nearly every logged string)."""
+_MIGHT_MATCH_LOWER = re.compile(_TRIGGER_WORDS)
+"""The same words, for ASCII text once lower-cased: several times faster than
+``(?i)``, and for ASCII text exactly what it matches.  (Beyond ASCII, ``(?i)``
+also folds letters such as the long s, so such text takes the slow search.)"""
 
 _MIN_SECRET_LENGTH = 4
 _secrets: set[str] = set()
@@ -154,11 +159,18 @@ def register_secret(value: str | None) -> None:
 def redact_text(text: str) -> str:
     """Mask registered secrets and token-looking substrings in ``text``."""
     text = _mask_secrets(text, _by_prefix) if _by_prefix else text
-    if _MIGHT_MATCH.search(text) is None:
+    if not _might_match(text):
         return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def _might_match(text: str) -> bool:
+    """Whether ``text`` holds a word one of ``_PATTERNS`` needs."""
+    if text.isascii():
+        return _MIGHT_MATCH_LOWER.search(text.lower()) is not None
+    return _MIGHT_MATCH.search(text) is not None
 
 
 def _mask_secrets(text: str, by_prefix: Mapping[str, tuple[str, ...]]) -> str:
@@ -188,8 +200,9 @@ def _secret_spans(
     """``(start, end)`` of the longest secret starting at each position."""
     spans = []
     width = _MIN_SECRET_LENGTH
+    groups = by_prefix.get  # bound once: this loop runs for every character
     for index in range(len(text) - width + 1):
-        group = by_prefix.get(text[index : index + width])
+        group = groups(text[index : index + width])
         if group is None:
             continue
         for secret in group:
