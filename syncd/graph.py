@@ -39,9 +39,9 @@ from syncd.http import (
     httpx_limits,
     httpx_timeout,
     odata_error,
+    origin,
     parse_retry_after,
     retry_idempotent,
-    same_origin,
     ssl_context,
     transport_error,
 )
@@ -127,6 +127,7 @@ class GraphCalendar:
         rng: random.Random | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._origin = origin(httpx.URL(self._base_url))
         self._auth = auth
         self._mode = mode
         self._prefer = f'IdType="ImmutableId", odata.maxpagesize={page_size}'
@@ -156,8 +157,13 @@ class GraphCalendar:
     async def delta_round(
         self, mailbox: str, window: Window, delta_link: str | None
     ) -> AsyncIterator[DeltaPage]:
-        """Every page of a round: ``delta_link`` continued, or a new round."""
-        if delta_link is not None and not same_origin(delta_link, self._base_url):
+        """Every page of a round: ``delta_link`` continued, or a new round.
+
+        A link is parsed once: the URL checked against graph.base_url is the
+        URL sent.
+        """
+        parsed = None if delta_link is None else httpx.URL(delta_link)
+        if parsed is not None and origin(parsed) != self._origin:
             # Stored while graph.base_url pointed elsewhere: never sent there.
             raise DeltaExpired("the stored delta link is not on graph.base_url",
                                user=mailbox)
@@ -166,19 +172,15 @@ class GraphCalendar:
         started, pages = self._clock(), 0
         while True:
             self._check_guards(mailbox, started, pages)
-            body = await self._get_json(mailbox, url, params=params)
+            body = await self._get_json(mailbox, url, params=params, parsed=parsed)
             assert body is not None
             page = parse_page(body, mailbox=mailbox)
             pages += 1
             if page.delta_link is None and page.next_link is None:
                 raise TransientError("delta page carries no next or delta link",
                                      method="GET", url=url, user=mailbox)
-            for link in (page.next_link, page.delta_link):
-                if link is not None and not same_origin(link, self._base_url):
-                    raise PermanentError(
-                        "Graph sent a paging link to another host; "
-                        "refusing to follow it", method="GET", url=url,
-                        user=mailbox)
+            following = self._on_graph(page.next_link, url, mailbox)
+            self._on_graph(page.delta_link, url, mailbox)
             if page.next_link is not None and page.next_link == url:
                 raise TransientError("paging loop: the same next link twice",
                                      method="GET", url=url, user=mailbox)
@@ -186,7 +188,7 @@ class GraphCalendar:
             yield page
             if page.next_link is None:
                 return
-            url, params = page.next_link, None
+            url, params, parsed = page.next_link, None, following
 
     async def get_event(self, mailbox: str, event_id: str) -> Event | None:
         """The event as Graph has it now; ``None`` when it is gone (404)."""
@@ -197,6 +199,17 @@ class GraphCalendar:
         return parse_event(body)
 
     # -- requests ----------------------------------------------------------
+
+    def _on_graph(self, link: str | None, url: str, mailbox: str) -> httpx.URL | None:
+        """A paging link, parsed, refused unless it points back at Graph."""
+        if link is None:
+            return None
+        parsed = httpx.URL(link)
+        if origin(parsed) != self._origin:
+            raise PermanentError(
+                "Graph sent a paging link to another host; refusing to follow it",
+                method="GET", url=url, user=mailbox)
+        return parsed
 
     def _mailbox_url(self, mailbox: str, path: str) -> str:
         if self._mode == "delegated":
@@ -214,11 +227,16 @@ class GraphCalendar:
 
     async def _get_json(self, mailbox: str, url: str, *,
                         params: Mapping[str, str] | None = None,
-                        missing_ok: bool = False) -> dict[str, Any] | None:
-        """GET with retries of transient failures; ``None`` for 404 if allowed."""
+                        missing_ok: bool = False,
+                        parsed: httpx.URL | None = None) -> dict[str, Any] | None:
+        """GET with retries of transient failures; ``None`` for 404 if allowed.
+
+        ``parsed`` is ``url`` already parsed, sent as it is.
+        """
 
         async def attempt() -> dict[str, Any] | None:
-            return await self._get_authorized(mailbox, url, params, missing_ok)
+            return await self._get_authorized(mailbox, url, params, missing_ok,
+                                              parsed)
 
         return await retry_idempotent(
             attempt, self._settings, what="graph_get", sleep=self._sleep,
@@ -226,24 +244,25 @@ class GraphCalendar:
 
     async def _get_authorized(self, mailbox: str, url: str,
                               params: Mapping[str, str] | None,
-                              missing_ok: bool) -> dict[str, Any] | None:
+                              missing_ok: bool,
+                              parsed: httpx.URL | None) -> dict[str, Any] | None:
         """One GET; a 401 drops the token and tries once more with a new one."""
         token = await self._auth.get_token(mailbox)
-        response = await self._send(mailbox, url, params, token)
+        response = await self._send(mailbox, url, params, token, parsed)
         if response.status_code == 401:
             log.warning("graph_unauthorized", mailbox=mailbox, retry=True)
             self._auth.invalidate(token)
             token = await self._auth.get_token(mailbox)
-            response = await self._send(mailbox, url, params, token)
+            response = await self._send(mailbox, url, params, token, parsed)
         return self._read(mailbox, response, missing_ok)
 
     async def _send(self, mailbox: str, url: str, params: Mapping[str, str] | None,
-                    token: str) -> httpx.Response:
+                    token: str, parsed: httpx.URL | None = None) -> httpx.Response:
         client, limiter = await self._ensure_client()
         headers = {"Authorization": f"Bearer {token}", "Prefer": self._prefer,
                    "Accept": "application/json"}
         request = client.build_request(
-            "GET", url, params=params, headers=headers,
+            "GET", url if parsed is None else parsed, params=params, headers=headers,
             extensions={"kiota_request_options": {}})
         async with limiter.slot(mailbox):
             self.requests[mailbox] = self.requests.get(mailbox, 0) + 1

@@ -242,8 +242,13 @@ def same_origin(link: str, base_url: str) -> bool:
     Links a server sends back are followed with credentials attached, so
     they are followed only to the service they came from.
     """
-    a, b = httpx.URL(link), httpx.URL(base_url)
-    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+    return origin(httpx.URL(link)) == origin(httpx.URL(base_url))
+
+
+def origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """The scheme, host and port of a parsed URL: what :func:`same_origin`
+    compares, for callers that keep the parsed URL to send it."""
+    return url.scheme, url.host, url.port
 
 
 def odata_error(response: httpx.Response) -> tuple[str | None, str | None]:
