@@ -344,9 +344,9 @@ class Engine:
         self._booked(ctx, record, entry)
 
     def _booked(self, ctx: PassContext, record: Any, entry: TimeEntry | None) -> None:
-        self._transition(ctx, record.event_id, planner.BOOKED,
-                         entry_id=entry.id if entry else None, booked_at=ctx.now,
-                         last_error=None, next_attempt_at=None)
+        self._move(ctx, record.event_id, planner.BOOKED,
+                   entry_id=entry.id if entry else None, booked_at=ctx.now,
+                   last_error=None, next_attempt_at=None)
         ctx.outcomes["booked"] += 1
         log.info("event_booked", event_id=record.event_id,
                  entry_id=entry.id if entry else None, project=record.project_id)
@@ -499,6 +499,14 @@ class Engine:
 
         return self.ledger.transition(ctx.mailbox, event_id, State(state),
                                       fence=ctx.fence, **fields)
+
+    def _move(self, ctx: PassContext, event_id: str, state: str,
+              **fields: Any) -> None:
+        """A transition whose record is not needed (see ``Ledger.move``)."""
+        from syncd.ledger import State
+
+        self.ledger.move(ctx.mailbox, event_id, State(state), fence=ctx.fence,
+                         **fields)
 
 
 def _is_quiet(content: RoundContent) -> bool:

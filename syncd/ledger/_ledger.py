@@ -84,7 +84,7 @@ _SELECT_DUE_WORK = select(EVENTS).where(
 )
 _SELECT_CURSOR = select(CURSORS).where(CURSORS.c.user == _K_USER)
 _SELECT_USER = select(USERS).where(USERS.c.user == _K_USER)
-_TRANSITION = update(EVENTS).where(_EVENT_KEY).returning(*EVENTS.c)
+_TRANSITION = update(EVENTS).where(_EVENT_KEY)
 _PENDING_TO_IN_DOUBT = update(EVENTS).where(
     EVENTS.c.user == _K_USER, EVENTS.c.state == State.PENDING.value
 )
@@ -102,7 +102,7 @@ _PRUNE_PASSES = delete(PASSES).where(
 )
 _CURSOR_FIELDS = ("delta_link", "window_start", "window_end", "updated_at")
 _UPSERTS: dict[tuple[str, str], Any] = {}
-_TRANSITIONS: dict[frozenset[State] | None, Any] = {}
+_TRANSITIONS: dict[tuple[frozenset[State] | None, bool], Any] = {}
 
 
 def _cached(connection: Connection, name: str, build: Callable[[], Any]) -> Any:
@@ -400,14 +400,46 @@ class Ledger:
         Raises StateConflict when the record is missing or in another state.
         Moving to BOOKED without ``booked_at`` stamps it with the clock.
         """
+        row = self._update_state(user, event_id, state, expect, fence, fields, True)
+        return record(row)
+
+    def move(
+        self,
+        user: str,
+        event_id: str,
+        state: State,
+        *,
+        expect: Iterable[State] | None = None,
+        fence: int | None = None,
+        **fields: Any,
+    ) -> None:
+        """:meth:`transition` for callers that need no record back.
+
+        The same UPDATE without ``RETURNING``: recording the outcome of every
+        booking need not read the row back and build a record nobody uses.
+        """
+        self._update_state(user, event_id, state, expect, fence, fields, False)
+
+    def _update_state(
+        self,
+        user: str,
+        event_id: str,
+        state: State,
+        expect: Iterable[State] | None,
+        fence: int | None,
+        fields: dict[str, Any],
+        returning: bool,
+    ) -> Any:
+        """The UPDATE of a transition; its row when ``returning``."""
         now = self._clock()
         values = _transition_values(state, fields, now)
         params = {"k_user": user, "k_event_id": event_id, **values}
         expected = None if expect is None else frozenset(State(s) for s in expect)
-        statement = _transition_statement(expected)
+        statement = _transition_statement(expected, returning)
         with self._write("transition", user, fence) as connection:
-            row = connection.execute(statement, params).first()
-            if row is None:
+            result = connection.execute(statement, params)
+            row = result.first() if returning else None
+            if row is None and (returning or result.rowcount == 0):
                 current = connection.execute(
                     select(EVENTS.c.state).where(event_key(user, event_id))
                 ).scalar()
@@ -417,7 +449,7 @@ class Ledger:
                     current=None if current is None else State(current),
                     expected=expected or (),
                 )
-        return record(row)
+        return row
 
     def record_skip(
         self,
@@ -690,15 +722,19 @@ class Ledger:
         return max(count, 1)
 
 
-def _transition_statement(expected: frozenset[State] | None) -> Any:
-    """The UPDATE of ``transition``, built once per set of expected states."""
-    statement = _TRANSITIONS.get(expected)
+def _transition_statement(expected: frozenset[State] | None, returning: bool) -> Any:
+    """The UPDATE of a transition, built once per set of expected states, with
+    or without ``RETURNING`` the row."""
+    key = (expected, returning)
+    statement = _TRANSITIONS.get(key)
     if statement is None:
         statement = _TRANSITION
         if expected is not None:
             states = sorted(state.value for state in expected)
             statement = statement.where(EVENTS.c.state.in_(states))
-        _TRANSITIONS[expected] = statement
+        if returning:
+            statement = statement.returning(*EVENTS.c)
+        _TRANSITIONS[key] = statement
     return statement
 
 

@@ -236,6 +236,36 @@ def test_transition_of_a_missing_record_conflicts(ledger: Ledger) -> None:
     assert raised.value.current is None
 
 
+def test_move_is_a_transition_without_the_record(ledger: Ledger) -> None:
+    """move() applies the fields like transition() and returns nothing."""
+    claim(ledger)
+
+    moved = ledger.move(USER, "ev-1", State.BOOKED, expect=[State.PENDING],
+                        entry_id="entry-1")
+
+    stored = ledger.get(USER, "ev-1")
+    assert moved is None
+    assert stored is not None and (stored.state, stored.entry_id) == (
+        State.BOOKED,
+        "entry-1",
+    )
+    assert stored.booked_at is not None
+
+
+def test_move_conflicts_like_transition(ledger: Ledger) -> None:
+    """move() from an unexpected state, or of a missing record, conflicts."""
+    put(ledger, State.BOOKED, entry_id="entry-1")
+
+    with pytest.raises(StateConflict) as wrong_state:
+        ledger.move(USER, "ev-1", State.IN_DOUBT, expect=[State.PENDING])
+    with pytest.raises(StateConflict) as missing:
+        ledger.move(USER, "nope", State.BOOKED)
+
+    assert (wrong_state.value.current, missing.value.current) == (State.BOOKED, None)
+    stored = ledger.get(USER, "ev-1")
+    assert stored is not None and stored.state is State.BOOKED
+
+
 def test_transition_rejects_unknown_fields(ledger: Ledger) -> None:
     """A misspelt field is a programming error, not a silent no-op."""
     claim(ledger)
