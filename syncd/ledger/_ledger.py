@@ -115,14 +115,15 @@ def _cached(connection: Connection, name: str, build: Callable[[], Any]) -> Any:
 
 
 def _claim_insert(connection: Connection) -> Any:
-    """``INSERT .. ON CONFLICT DO NOTHING RETURNING *``."""
+    """``INSERT .. ON CONFLICT DO NOTHING``; its rowcount says whether it
+    inserted (kept for an INSERT only when asked, on PostgreSQL)."""
     return _cached(
         connection,
         "claim",
         lambda: (
             upsert(connection, EVENTS)
             .on_conflict_do_nothing(index_elements=[EVENTS.c.user, EVENTS.c.event_id])
-            .returning(*EVENTS.c)
+            .execution_options(preserve_rowcount=True)
         ),
     )
 
@@ -361,8 +362,12 @@ class Ledger:
             "created_at": now,
             **values,
         }
-        row = connection.execute(_claim_insert(connection), params).first()
-        return None if row is None else record(row)
+        if connection.execute(_claim_insert(connection), params).rowcount != 1:
+            return None  # the event has a record: maybe one to reclaim
+
+        # The new row holds exactly these values: built here, not read back.
+        unset = {"entry_id": None, "last_error": None, "booked_at": None}
+        return Record(**{**params, **unset, "state": State.PENDING})
 
     def _reclaim(
         self,

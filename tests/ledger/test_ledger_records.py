@@ -69,7 +69,7 @@ def test_claim_inserts_a_pending_record(ledger: Ledger, clock: FakeClock) -> Non
 def test_claim_keeps_timestamps_aware_utc(ledger: Ledger) -> None:
     """An instant given in another zone comes back as the same UTC instant."""
     berlin = datetime(2025, 1, 14, 11, 0, tzinfo=ZoneInfo("Europe/Berlin"))
-    ledger.claim(
+    claimed = ledger.claim(
         USER,
         "ev-1",
         project_id=PROJECT,
@@ -83,6 +83,9 @@ def test_claim_keeps_timestamps_aware_utc(ledger: Ledger) -> None:
     stored = ledger.get(USER, "ev-1")
     assert stored is not None and stored.start == datetime(2025, 1, 14, 10, tzinfo=UTC)
     assert stored.start.utcoffset() == timedelta(0)
+    assert claimed == stored
+    assert claimed is not None and claimed.start is not None
+    assert claimed.start.utcoffset() == timedelta(0)
 
 
 def test_all_day_dates_are_stored_as_midnight_utc(ledger: Ledger) -> None:
