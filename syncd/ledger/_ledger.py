@@ -14,6 +14,7 @@ from sqlalchemy import (
     Engine,
     bindparam,
     delete,
+    false,
     or_,
     select,
     text,
@@ -71,13 +72,21 @@ _K_EVENT: BindParameter[str] = bindparam("k_event_id")
 _EVENT_KEY = (EVENTS.c.user == _K_USER) & (EVENTS.c.event_id == _K_EVENT)
 _SELECT_RECORDS = select(EVENTS).where(EVENTS.c.user == _K_USER)
 _K_NOW: BindParameter[datetime] = bindparam("k_now", type_=EVENTS.c.end.type)
+
+
+def _state_in(states: Iterable[State]) -> Any:
+    """``state = a OR state = b``: unlike ``IN`` it is not expanded anew into
+    the SQL text on every execution of a statement built once."""
+    return or_(false(), *(EVENTS.c.state == state.value for state in states))
+
+
 _SELECT_DUE_WORK = select(EVENTS).where(
     EVENTS.c.user == _K_USER,
     or_(
-        EVENTS.c.state.in_([State.PENDING.value, State.IN_DOUBT.value]),
+        _state_in([State.PENDING, State.IN_DOUBT]),
         (EVENTS.c.state == State.FAILED_TRANSIENT.value)
         & or_(EVENTS.c.next_attempt_at.is_(None), EVENTS.c.next_attempt_at <= _K_NOW),
-        EVENTS.c.state.in_([State.SKIPPED.value, State.RETRACTED.value])
+        _state_in([State.SKIPPED, State.RETRACTED])
         & (EVENTS.c.reason == WAITING_REASON)
         & (EVENTS.c.end <= _K_NOW),
     ),
@@ -735,8 +744,7 @@ def _transition_statement(expected: frozenset[State] | None, returning: bool) ->
     if statement is None:
         statement = _TRANSITION
         if expected is not None:
-            states = sorted(state.value for state in expected)
-            statement = statement.where(EVENTS.c.state.in_(states))
+            statement = statement.where(_state_in(sorted(expected)))
         if returning:
             statement = statement.returning(*EVENTS.c)
         _TRANSITIONS[key] = statement
