@@ -1,11 +1,15 @@
 """Microsoft Graph calendar source: calendarView delta rounds, one mailbox each.
 
-Requests go through msgraph-core's httpx client (its Graph middleware: user
-agent, telemetry) with the SDK's own retry and redirect handlers left out:
-syncd retries in one place, :func:`syncd.http.retry_idempotent`.  Response
-bodies are read as raw JSON into :mod:`syncd.model` (the SDK's model
-deserialisation costs milliseconds per event).  msgraph is imported only when
-the first request is made, inside the event loop that uses the client.
+msgraph-sdk builds every request (its request builders for a new round and
+for one event, ``with_url`` for the links Graph hands back) and carries the
+auth provider, which attaches msal's token for the mailbox being read, and
+only to ``graph.base_url``.  Requests go through msgraph-core's httpx client
+(its Graph middleware: user agent, telemetry) with the SDK's own retry and
+redirect handlers left out: syncd retries in one place,
+:func:`syncd.http.retry_idempotent`.  Response bodies are read as raw JSON
+into :mod:`syncd.model` (the SDK's model deserialisation costs milliseconds
+per event).  msgraph is imported only when the first request is made, inside
+the event loop that uses the client.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
@@ -50,6 +55,12 @@ from syncd.model import DeltaItem, DeltaPage, Event, EventType, Removed, Window
 
 log = structlog.get_logger(__name__)
 
+Build = Callable[[Any], Any]
+"""Makes the SDK's RequestInformation of a GET, given the request adapter."""
+
+_MAILBOX: ContextVar[str] = ContextVar("syncd_graph_mailbox")
+"""The mailbox whose request the auth provider is authorising."""
+
 DEFAULT_PAGE_SIZE = 50
 DEFAULT_MAX_PAGES = 1000
 DEFAULT_ROUND_BUDGET = 600.0
@@ -57,6 +68,7 @@ SYNC_STATE_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
 FIX_ACCESS_POLICY = "check the application access policy for this mailbox"
 
 Mode = Literal["app", "delegated"]
+ME_PLACEHOLDER = "me-token-to-replace"  # msgraph-sdk's user id standing for /me
 
 # Windows time zone names Graph may use, mapped to IANA (CLDR's "001" zones).
 WINDOWS_ZONES: Mapping[str, str] = {
@@ -140,6 +152,7 @@ class GraphCalendar:
         self._sleep = sleep
         self._rng = rng
         self._client: httpx.AsyncClient | None = None
+        self._adapter: Any = None
         self._limiter: Limiter | None = None
         self.requests: dict[str, int] = {}
 
@@ -157,64 +170,97 @@ class GraphCalendar:
     async def delta_round(
         self, mailbox: str, window: Window, delta_link: str | None
     ) -> AsyncIterator[DeltaPage]:
-        """Every page of a round: ``delta_link`` continued, or a new round.
-
-        A link is parsed once: the URL checked against graph.base_url is the
-        URL sent.
-        """
-        parsed = None if delta_link is None else httpx.URL(delta_link)
-        if parsed is not None and origin(parsed) != self._origin:
+        """Every page of a round: ``delta_link`` continued, or a new round."""
+        if delta_link is not None and not self._on_graph(delta_link):
             # Stored while graph.base_url pointed elsewhere: never sent there.
             raise DeltaExpired("the stored delta link is not on graph.base_url",
                                user=mailbox)
-        url: str = delta_link or self._mailbox_url(mailbox, "calendarView/delta")
-        params = None if delta_link else window_params(window)
+        current = delta_link  # the link being read; None for a new round's start
         started, pages = self._clock(), 0
         while True:
             self._check_guards(mailbox, started, pages)
-            body = await self._get_json(mailbox, url, params=params, parsed=parsed)
+            build = (partial(self._link_request, current) if current
+                     else partial(self._round_request, mailbox, window))
+            body = await self._get_json(mailbox, build)
             assert body is not None
             page = parse_page(body, mailbox=mailbox)
             pages += 1
             if page.delta_link is None and page.next_link is None:
                 raise TransientError("delta page carries no next or delta link",
-                                     method="GET", url=url, user=mailbox)
-            following = self._on_graph(page.next_link, url, mailbox)
-            self._on_graph(page.delta_link, url, mailbox)
-            if page.next_link is not None and page.next_link == url:
+                                     method="GET", url=current, user=mailbox)
+            for link in (page.next_link, page.delta_link):
+                if link is not None and not self._on_graph(link):
+                    raise PermanentError(
+                        "Graph sent a paging link to another host; "
+                        "refusing to follow it", method="GET", url=current,
+                        user=mailbox)
+            if page.next_link is not None and page.next_link == current:
                 raise TransientError("paging loop: the same next link twice",
-                                     method="GET", url=url, user=mailbox)
+                                     method="GET", url=current, user=mailbox)
 
             yield page
             if page.next_link is None:
                 return
-            url, params, parsed = page.next_link, None, following
+            current = page.next_link
 
     async def get_event(self, mailbox: str, event_id: str) -> Event | None:
         """The event as Graph has it now; ``None`` when it is gone (404)."""
-        url = self._mailbox_url(mailbox, f"events/{quote(event_id, safe='')}")
-        body = await self._get_json(mailbox, url, missing_ok=True)
+        body = await self._get_json(
+            mailbox, partial(self._event_request, mailbox, event_id), missing_ok=True)
         if body is None:
             return None
         return parse_event(body)
 
-    # -- requests ----------------------------------------------------------
+    def _on_graph(self, link: str) -> bool:
+        """Whether a link Graph gave points back at graph.base_url."""
+        return origin(httpx.URL(link)) == self._origin
 
-    def _on_graph(self, link: str | None, url: str, mailbox: str) -> httpx.URL | None:
-        """A paging link, parsed, refused unless it points back at Graph."""
-        if link is None:
-            return None
-        parsed = httpx.URL(link)
-        if origin(parsed) != self._origin:
-            raise PermanentError(
-                "Graph sent a paging link to another host; refusing to follow it",
-                method="GET", url=url, user=mailbox)
-        return parsed
+    # -- requests, built by msgraph-sdk --------------------------------------
 
-    def _mailbox_url(self, mailbox: str, path: str) -> str:
-        if self._mode == "delegated":
-            return f"{self._base_url}/me/{path}"
-        return f"{self._base_url}/users/{quote(mailbox, safe='@')}/{path}"
+    def _round_request(self, mailbox: str, window: Window, adapter: Any) -> Any:
+        """A new round: ``calendarView/delta`` of the window."""
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import (  # noqa: E501
+            DeltaRequestBuilder,
+        )
+
+        builder = DeltaRequestBuilder(adapter, self._user_path(mailbox))
+        params = window_params(window)
+        query = builder.DeltaRequestBuilderGetQueryParameters(
+            start_date_time=params["startDateTime"],
+            end_date_time=params["endDateTime"])
+        return self._prefer_ids(builder.to_get_request_information(
+            RequestConfiguration(query_parameters=query)))
+
+    def _link_request(self, link: str, adapter: Any) -> Any:
+        """A page of a round: the link Graph gave, replayed verbatim."""
+        from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import (  # noqa: E501
+            DeltaRequestBuilder,
+        )
+
+        return self._prefer_ids(
+            DeltaRequestBuilder(adapter, link).to_get_request_information())
+
+    def _event_request(self, mailbox: str, event_id: str, adapter: Any) -> Any:
+        """One event, by its (immutable) id."""
+        from msgraph.generated.users.item.events.item.event_item_request_builder import (  # noqa: E501
+            EventItemRequestBuilder,
+        )
+
+        path = {**self._user_path(mailbox), "event%2Did": event_id}
+        return self._prefer_ids(
+            EventItemRequestBuilder(adapter, path).to_get_request_information())
+
+    def _user_path(self, mailbox: str) -> dict[str, Any]:
+        """Path parameters of ``/users/{mailbox}``; of ``/me`` when delegated
+        (the SDK's placeholder, which its URL replace handler turns into
+        ``/me``)."""
+        user = ME_PLACEHOLDER if self._mode == "delegated" else mailbox
+        return {"baseurl": self._base_url, "user%2Did": user}
+
+    def _prefer_ids(self, info: Any) -> Any:
+        info.headers.add("Prefer", self._prefer)
+        return info
 
     def _check_guards(self, mailbox: str, started: float, pages: int) -> None:
         if pages >= self._max_pages:
@@ -225,45 +271,38 @@ class GraphCalendar:
                 f"delta round over its time budget of {self._round_budget:g}s",
                 user=mailbox)
 
-    async def _get_json(self, mailbox: str, url: str, *,
-                        params: Mapping[str, str] | None = None,
-                        missing_ok: bool = False,
-                        parsed: httpx.URL | None = None) -> dict[str, Any] | None:
-        """GET with retries of transient failures; ``None`` for 404 if allowed.
-
-        ``parsed`` is ``url`` already parsed, sent as it is.
-        """
+    async def _get_json(self, mailbox: str, build: Build, *,
+                        missing_ok: bool = False) -> dict[str, Any] | None:
+        """GET with retries of transient failures; ``None`` for 404 if allowed."""
 
         async def attempt() -> dict[str, Any] | None:
-            return await self._get_authorized(mailbox, url, params, missing_ok,
-                                              parsed)
+            return await self._get_authorized(mailbox, build, missing_ok)
 
         return await retry_idempotent(
             attempt, self._settings, what="graph_get", sleep=self._sleep,
             rng=self._rng, mailbox=mailbox)
 
-    async def _get_authorized(self, mailbox: str, url: str,
-                              params: Mapping[str, str] | None,
-                              missing_ok: bool,
-                              parsed: httpx.URL | None) -> dict[str, Any] | None:
+    async def _get_authorized(self, mailbox: str, build: Build,
+                              missing_ok: bool) -> dict[str, Any] | None:
         """One GET; a 401 drops the token and tries once more with a new one."""
-        token = await self._auth.get_token(mailbox)
-        response = await self._send(mailbox, url, params, token, parsed)
+        response = await self._send(mailbox, build)
         if response.status_code == 401:
             log.warning("graph_unauthorized", mailbox=mailbox, retry=True)
-            self._auth.invalidate(token)
-            token = await self._auth.get_token(mailbox)
-            response = await self._send(mailbox, url, params, token, parsed)
+            sent = response.request.headers.get("Authorization", "")
+            self._auth.invalidate(sent.removeprefix("Bearer "))
+            response = await self._send(mailbox, build)
         return self._read(mailbox, response, missing_ok)
 
-    async def _send(self, mailbox: str, url: str, params: Mapping[str, str] | None,
-                    token: str, parsed: httpx.URL | None = None) -> httpx.Response:
-        client, limiter = await self._ensure_client()
-        headers = {"Authorization": f"Bearer {token}", "Prefer": self._prefer,
-                   "Accept": "application/json"}
-        request = client.build_request(
-            "GET", url if parsed is None else parsed, params=params, headers=headers,
-            extensions={"kiota_request_options": {}})
+    async def _send(self, mailbox: str, build: Build) -> httpx.Response:
+        """The request ``build`` makes, authorised for ``mailbox`` and sent."""
+        client, adapter, limiter = await self._ensure_client()
+        reading = _MAILBOX.set(mailbox)
+        try:
+            request: httpx.Request = await adapter.convert_to_native_async(
+                build(adapter))
+        finally:
+            _MAILBOX.reset(reading)
+        url = str(request.url)
         async with limiter.slot(mailbox):
             self.requests[mailbox] = self.requests.get(mailbox, 0) + 1
             try:
@@ -285,15 +324,17 @@ class GraphCalendar:
             return None
         raise classify(response, mailbox=mailbox)
 
-    async def _ensure_client(self) -> tuple[httpx.AsyncClient, Limiter]:
-        if self._client is None or self._limiter is None:
+    async def _ensure_client(self) -> tuple[httpx.AsyncClient, Any, Limiter]:
+        if self._client is None or self._adapter is None or self._limiter is None:
             self._client = self._build_client()
+            self._adapter = self._build_adapter(self._client)
             self._limiter = Limiter.from_settings(self._settings)
-        return self._client, self._limiter
+        return self._client, self._adapter, self._limiter
 
     def _build_client(self) -> httpx.AsyncClient:
         """msgraph-core's client, without the SDK retry and redirect handlers."""
-        from kiota_http.middleware import UserAgentHandler
+        from kiota_http.middleware import UrlReplaceHandler, UserAgentHandler
+        from kiota_http.middleware.options import UrlReplaceHandlerOption
         from msgraph_core import GraphClientFactory  # type: ignore[import-untyped, unused-ignore]
         from msgraph_core.middleware import (  # type: ignore[import-untyped, unused-ignore]
             GraphTelemetryHandler,
@@ -304,10 +345,55 @@ class GraphCalendar:
             limits=httpx_limits(self._settings), transport=self._transport,
             follow_redirects=False)
         middleware = [UserAgentHandler(), GraphTelemetryHandler()]
+        if self._mode == "delegated":
+            me = UrlReplaceHandlerOption(
+                replacement_pairs={f"/users/{ME_PLACEHOLDER}": "/me"})
+            middleware.insert(0, UrlReplaceHandler(me))
         graph_client: httpx.AsyncClient = (
             GraphClientFactory.create_with_custom_middleware(
                 middleware=middleware, client=client))
         return graph_client
+
+    def _build_adapter(self, client: httpx.AsyncClient) -> Any:
+        """The SDK's request adapter: builds requests and authorises them."""
+        from kiota_abstractions.authentication import (
+            BaseBearerTokenAuthenticationProvider,
+        )
+        from msgraph.graph_request_adapter import GraphRequestAdapter
+
+        tokens = _msal_tokens(self._auth, self._base_url, self._origin)
+        adapter = GraphRequestAdapter(
+            BaseBearerTokenAuthenticationProvider(tokens), client=client)
+        adapter.base_url = self._base_url
+        return adapter
+
+
+def _msal_tokens(auth: TokenProvider, base_url: str,
+                 base_origin: tuple[str, str, int | None]) -> Any:
+    """The auth provider's token source: msal's token for the mailbox whose
+    request is being built, and only for a request to ``graph.base_url`` (a
+    link that points elsewhere gets none)."""
+    from kiota_abstractions.authentication import (
+        AccessTokenProvider,
+        AllowedHostsValidator,
+    )
+
+    class MsalTokens(AccessTokenProvider):
+        def __init__(self) -> None:
+            self._hosts = AllowedHostsValidator([httpx.URL(base_url).host])
+
+        async def get_authorization_token(
+            self, uri: str,
+            additional_authentication_context: dict[str, Any] | None = None,
+        ) -> str:
+            if origin(httpx.URL(uri)) != base_origin:
+                return ""
+            return await auth.get_token(_MAILBOX.get())
+
+        def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+            return self._hosts
+
+    return MsalTokens()
 
 
 def classify(response: httpx.Response, *, mailbox: str) -> Exception:

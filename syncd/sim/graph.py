@@ -233,7 +233,8 @@ class Graph:
     # ----- routes -----------------------------------------------------
 
     def _route(self, request: Request, target: _Target) -> Response:
-        rest = target.rest
+        # A function may be called with or without parentheses: delta, delta().
+        rest = [r.removesuffix("()") for r in target.rest]
         if request.method != "GET":
             raise GraphError(405, "ErrorInvalidRequest", "Method not allowed here.")
         if [r.lower() for r in rest] == ["calendarview", "delta"]:

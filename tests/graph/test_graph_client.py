@@ -113,7 +113,9 @@ def test_new_round_sends_window_prefer_and_replays_links_verbatim() -> None:
     pages = run_round(graph)
 
     first = seen[0]
-    assert first.url.path == f"/v1.0/users/{ALICE}/calendarView/delta"
+    # The SDK's form of the function call: delta(), the mailbox %-encoded.
+    assert first.url.raw_path.decode().split("?")[0] == (
+        "/v1.0/users/alice%40contoso.example/calendarView/delta()")
     assert dict(first.url.params) == {"startDateTime": "2025-01-01T00:00:00Z",
                                       "endDateTime": "2025-01-29T00:00:00Z"}
     assert first.headers.get_list("Prefer") == [
@@ -146,7 +148,7 @@ def test_delegated_mode_reads_me_and_page_size_is_configurable() -> None:
 
     run_round(graph)
 
-    assert seen[0].url.path == "/v1.0/me/calendarView/delta"
+    assert seen[0].url.path == "/v1.0/me/calendarView/delta()"
     assert seen[0].headers["Prefer"] == 'IdType="ImmutableId", odata.maxpagesize=10'
 
 
@@ -397,7 +399,7 @@ def test_get_event_found_and_gone() -> None:
     assert found is not None and found.id == "ev-1"
     assert gone is None
     assert seen[0].url.raw_path.decode() == (
-        f"/v1.0/users/{ALICE}/events/AAMk%2Fx%2By%3D")
+        "/v1.0/users/alice%40contoso.example/events/AAMk%2Fx%2By%3D")
     assert seen[0].headers["Prefer"].startswith('IdType="ImmutableId"')
 
 
@@ -447,3 +449,20 @@ def test_non_json_body_is_transient() -> None:
 
     with pytest.raises(TransientError, match="not a JSON object"):
         run_round(graph)
+
+
+def test_auth_provider_gives_no_token_to_another_host() -> None:
+    """The SDK's auth provider attaches msal's token only on graph.base_url."""
+    from syncd.graph import _MAILBOX, _msal_tokens
+    from syncd.http import origin
+
+    tokens = _msal_tokens(Tokens(), BASE, origin(httpx.URL(BASE)))
+
+    async def ask(uri: str) -> str:
+        _MAILBOX.set(ALICE)
+        token: str = await tokens.get_authorization_token(uri)
+        return token
+
+    assert asyncio.run(ask(f"{BASE}/users/x/events/1")) == "token-0"
+    assert asyncio.run(ask("https://attacker.test/v1.0/users/x")) == ""
+    assert asyncio.run(ask("http://graph.test/v1.0/users/x")) == ""
