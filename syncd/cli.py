@@ -337,16 +337,39 @@ def _print_status(row: dict[str, Any]) -> None:
 def retry(config: ConfigOption, user: UserOption = None,
           event: Annotated[str | None, typer.Option(help="Only this event id.")]
           = None) -> None:
-    """Make failed bookings eligible again; the next pass tries them."""
+    """Make failed bookings eligible again and resume users paused by an auth
+    failure or throttling; the next pass tries them."""
     loaded = _load(config, strict=False)
     _logging(loaded, default_level="warning")
     only = _users(loaded, user)[0] if user is not None else None
     ledger = _ledger(loaded)
     try:
+        if event is not None and not _event_known(ledger, loaded, only, event):
+            _die(f"no booking of event {event!r} in the ledger"
+                 + (f" for {only}" if only else ""), EX_USAGE)
         count = ledger.reset_failed(only, event)
+        resumed = [] if event is not None else _resume(ledger, loaded, only)
     finally:
         ledger.close()
     typer.echo(f"{count} failed booking(s) will be tried on the next pass")
+    for mailbox, status in resumed:
+        typer.echo(f"{mailbox}: was {status}; resumed")
+
+
+def _event_known(ledger: Any, config: Any, only: str | None, event: str) -> bool:
+    mailboxes = [only] if only else [u.mailbox for u in config.users]
+    return any(ledger.get(m, event) is not None for m in mailboxes)
+
+
+def _resume(ledger: Any, config: Any, only: str | None) -> list[tuple[str, str]]:
+    """Users in ``auth_required`` or ``paused`` set active again."""
+    resumed = []
+    for mailbox in [only] if only else [u.mailbox for u in config.users]:
+        state = ledger.user_state(mailbox)
+        if state is not None and state.status != "active":
+            ledger.set_user_status(mailbox, "active")
+            resumed.append((mailbox, state.status))
+    return resumed
 
 
 @app.command()

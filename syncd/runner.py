@@ -378,9 +378,12 @@ class Runner:
         return fence is not None, fence
 
     def _credential_stamp(self, user: Any) -> str:
-        """Changes whenever the credentials a user depends on change."""
+        """Changes whenever the credentials a user depends on change, or the
+        settings they are presented with (where, as which application)."""
         graph = self.config.graph
-        parts = [_secret(graph.client_secret), *_inloox_credentials(self.config, user)]
+        parts = [_secret(graph.client_secret), *_inloox_credentials(self.config, user),
+                 str(graph.authority), graph.client_id, graph.auth,
+                 str(graph.base_url), str(self.config.inloox.base_url)]
         if graph.token_cache is not None:
             try:
                 parts.append(str(os.stat(graph.token_cache).st_mtime_ns))

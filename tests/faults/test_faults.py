@@ -234,6 +234,23 @@ def test_a_rejected_client_secret_pauses_the_user_until_it_changes(
     assert bench.ledger.user_state(MAILBOX).status == "active"
 
 
+def test_a_corrected_client_id_resumes_the_user(
+    sim: Simulator, make: Make
+) -> None:
+    """A typo in graph.client_id pauses the user; the corrected file resumes
+    it on the next reload, although no secret changed."""
+    wrong = "00000000-0000-4000-8000-000000000000"
+    bench = make(**{"graph.client_id": wrong})
+
+    [rejected] = bench.run(MAILBOX)
+    bench.path.write_text(bench.path.read_text().replace(wrong, sim.client_id))
+    bench.reload()
+    [resumed] = bench.run(MAILBOX)
+
+    assert rejected.error_kind == "auth"
+    assert resumed.ok and booked_once(sim, MAILBOX)
+
+
 def test_a_401_with_a_cached_token_refreshes_once_and_retries(
     sim: Simulator, make: Make
 ) -> None:

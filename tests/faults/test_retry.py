@@ -64,3 +64,40 @@ def test_permanent_failures_wait_for_syncd_retry(tmp_path: Path) -> None:
         assert states(url) == {"booked": 3}
         assert entry_starts(sim, MAILBOX) == bookable_starts(sim, MAILBOX)
     sim.close()
+
+
+@pytest.mark.slow
+def test_retry_resumes_a_user_paused_by_an_auth_failure(tmp_path: Path) -> None:
+    """Access was fixed on Microsoft's side (nothing in the configuration
+    changed): ``syncd retry`` resumes the user and the next pass books."""
+    with Simulator(scenario(1, 3)) as sim:
+        url = f"sqlite:///{tmp_path}/ledger.db"
+        config = write_config(sim, tmp_path, url)
+        sim.faults.reject_client_secret(True)
+        once(sim, config, "rejected")
+        sim.faults.reject_client_secret(False)
+        still = once(sim, config, "still paused")
+
+        said = retry(sim, config)
+        booked = once(sim, config, "booked")
+
+        assert still == 1
+        assert f"{MAILBOX}: was auth_required; resumed" in said
+        assert booked == 0
+        assert entry_starts(sim, MAILBOX) == bookable_starts(sim, MAILBOX)
+    sim.close()
+
+
+def test_retry_of_an_unknown_event_says_so(tmp_path: Path) -> None:
+    """``syncd retry --event`` with an id the ledger does not hold: exit 2."""
+    with Simulator(scenario(1, 1)) as sim:
+        config = write_config(sim, tmp_path, f"sqlite:///{tmp_path}/ledger.db")
+        env = {**os.environ, **sim.config_env(tmp_path), "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(
+            [sys.executable, "-m", "syncd.cli", "retry", "-c", str(config),
+             "--event", "AAMk-no-such-event"],
+            capture_output=True, text=True, env=env, timeout=60, check=False)
+
+        assert done.returncode == 2
+        assert "no booking of event 'AAMk-no-such-event'" in done.stderr
+    sim.close()
