@@ -42,8 +42,15 @@ def main() -> None:
     app()
 
 
+def _err(text: str) -> None:
+    """A line on stderr, secrets masked as in the logs."""
+    from syncd.logs import redact_text
+
+    typer.echo(redact_text(text), err=True)
+
+
 def _die(message: str, code: int) -> NoReturn:
-    typer.echo(f"syncd: {message}", err=True)
+    _err(f"syncd: {message}")
     raise typer.Exit(code)
 
 
@@ -65,15 +72,15 @@ def _load(path: Path, *, strict: bool = True) -> Any:
         # Nothing left to serve: that is a broken configuration, not a partial one.
         _config_problems(path, format_problems(result.problems))
     if result.problems:
-        typer.echo(format_problems(result.problems), err=True)
-        typer.echo(f"syncd: left out: {', '.join(result.rejected)}; the other "
-                   "users go on", err=True)
+        _err(format_problems(result.problems))
+        _err(f"syncd: left out: {', '.join(result.rejected)}; the other "
+             "users go on")
     return result.config
 
 
 def _config_problems(path: Path, text: str) -> NoReturn:
-    typer.echo(text, err=True)
-    typer.echo(f"Fix these, then run `syncd check-config -c {path}` again.", err=True)
+    _err(text)
+    _err(f"Fix these, then run `syncd check-config -c {path}` again.")
     raise typer.Exit(EX_CONFIG)
 
 
@@ -119,8 +126,8 @@ def _reading_ledger(config: Any) -> Any:
 
     path = ledger_file(config.ledger.url)
     if path is not None and not path.exists():
-        typer.echo(f"syncd: no ledger at {path} yet: nothing is recorded as "
-                   "booked (check ledger.url if that is unexpected)", err=True)
+        _err(f"syncd: no ledger at {path} yet: nothing is recorded as "
+             "booked (check ledger.url if that is unexpected)")
     if path is None or path.exists():
         try:
             return Ledger.open(config.ledger.url, migrate=False)
@@ -189,11 +196,11 @@ def _report_pass(result: Any) -> None:
     if result.ok and not result.failed and not result.error_kind:
         return
     if result.ok and not result.failed:
-        typer.echo(f"syncd: {result.user}: not served ({result.error_kind})", err=True)
+        _err(f"syncd: {result.user}: not served ({result.error_kind})")
         return
     what = (f"{result.error_kind}: {result.error}" if not result.ok
             else f"{result.failed} event(s) failed; see `syncd status`")
-    typer.echo(f"syncd: {result.user}: {what}", err=True)
+    _err(f"syncd: {result.user}: {what}")
 
 
 def _configured_users(path: Path) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from syncd.config._yaml import Document, KeyPath
+from syncd.logs import register_secret
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 SECRET_KEYS: tuple[KeyPath, ...] = (
@@ -92,11 +93,21 @@ class Environment:
 
     @staticmethod
     def _read(path: Path) -> str:
-        """Read one credential file, dropping the trailing newline."""
+        """Read one credential file, dropping the trailing newline.
+
+        Its content is a secret wherever it is used, even where it does not
+        belong (an error message quoting a misplaced value masks it).
+        """
         try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise ExpansionError(f"cannot read credential file {path}: {exc}") from exc
+        register_secret(value)
+        return value
+
+
+_SECRET_VARIABLE = re.compile(r"SECRET|TOKEN|PASSW|API_?KEY|CREDENTIAL", re.I)
+"""Variables whose values are masked in logs and messages wherever used."""
 
 
 def expand(text: str, environment: Environment) -> str:
@@ -122,6 +133,8 @@ def _resolve(body: str, environment: Environment) -> str:
     _check_name(name)
     value = environment.env.get(name)
     if value:
+        if _SECRET_VARIABLE.search(name):
+            register_secret(value)
         return value
     if has_default:
         return default
@@ -240,6 +253,7 @@ def _secret_reference(
             "empty; set the variable instead"
         )
     value = environment.env.get(name) or environment.first_credential(credentials)
+    register_secret(value)
     if value or has_default:
         return value
     raise ExpansionError(

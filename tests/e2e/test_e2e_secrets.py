@@ -100,3 +100,31 @@ def test_no_secret_when_inloox_rejects_the_key(
     assert result.code == 1, result
     assert wrong not in result.output
     assert leaks(sim, result.output) == [], result
+
+
+def test_no_secret_in_a_problem_about_a_misplaced_secret(
+        sim: Simulator, sim_config: SimConfig) -> None:
+    """A credential file referenced where it does not belong (a time zone, a
+    URL) is named by the problem line, never printed."""
+    sim_config.edit({"graph": {"authority": "${file:graph.client_secret}"}})
+
+    result = run_syncd("check-config", "-c", str(sim_config.path),
+                       env=sim_config.env)
+
+    assert result.code == 78, result
+    assert "graph.authority" in result.stderr
+    assert leaks(sim, result.output) == [], result
+
+
+def test_no_secret_in_the_summary_of_a_failed_pass(
+        sim: Simulator, sim_config: SimConfig) -> None:
+    """`once` names why a user failed on stderr with secrets masked, even
+    when the failing setting quotes one."""
+    sim_config.edit(
+        {"graph": {"authority": f"{sim.base_url}/${{file:graph.client_secret}}"}})
+
+    result = run_syncd("once", "-c", str(sim_config.path), env=sim_config.env)
+
+    assert result.code == 1, result
+    assert "check graph.authority" in result.stderr
+    assert leaks(sim, result.output) == [], result
