@@ -148,12 +148,17 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 @app.command("check-config")
 def check_config(config: ConfigOption) -> None:
     """Validate the configuration; list every problem with its file, line and key."""
-    loaded = _load(config)
-    problems = _project_problems(loaded)
-    if problems:
-        from syncd.config import format_problems
+    from syncd.config import format_problems, load_config_lenient
 
+    result = load_config_lenient(config)
+    problems = list(result.problems)
+    if result.config is not None:
+        # The users that are valid so far are checked against InLoox too, so
+        # every problem is listed at once.
+        problems += _project_problems(result.config)
+    if problems or result.config is None:
         _config_problems(config, format_problems(problems))
+    loaded = result.config
     users = ", ".join(u.mailbox for u in loaded.users) or "none"
     typer.echo(f"{config}: ok ({len(loaded.users)} user(s): {users})")
 

@@ -6,7 +6,15 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.e2e.support import CliResult, Process, event_names, run_syncd, wait_until
+from syncd.sim import Simulator
+from tests.e2e.support import (
+    CliResult,
+    Process,
+    SimConfig,
+    event_names,
+    run_syncd,
+    wait_until,
+)
 
 EX_CONFIG = 78
 
@@ -113,3 +121,23 @@ def test_run_refuses_when_every_user_is_rejected(
                or "service_started" in daemon.stderr, 20, "exit or start")
 
     assert daemon.stop(signal.SIGTERM) == EX_CONFIG, daemon
+
+
+def test_check_config_lists_an_unknown_project_beside_other_problems(
+        sim: Simulator, sim_config: SimConfig) -> None:
+    """A bad time zone in one user file does not hide, in another, a project
+    name InLoox does not know: both are listed in one run."""
+    users = sim_config.directory / "users.d"
+    alice, chiyo = users / "alice.yaml", users / "chiyo.yaml"
+    alice.write_text(alice.read_text().replace("Europe/Berlin", "Europe/Berlln"))
+    chiyo.write_text(chiyo.read_text().replace(
+        "project: d3a1f5e7-0c2b-4a69-8e4d-71b6c9f2a0d5", "project: NoSuchProject"))
+
+    result = run_syncd("check-config", "-c", str(sim_config.path),
+                       env=sim_config.env)
+
+    assert result.code == EX_CONFIG, result
+    lines = problem_lines(result)
+    assert len(lines) == 2, result
+    assert lines[0].startswith(f"{alice}:") and "Europe/Berlln" in lines[0]
+    assert lines[1].startswith(f"{chiyo}:") and "NoSuchProject" in lines[1]
