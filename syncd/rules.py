@@ -142,7 +142,6 @@ def _map(event: Event, categories: frozenset[str], policy: UserPolicy) -> Decisi
                             reason=f"rule {label}", rule=label)
 
     triggers = {c.casefold() for c in policy.select.categories}
-    triggers.discard(BOOKED_CATEGORY.casefold())
     if not triggers & categories:
         return Decision.skip(NOT_SELECTED)
 
@@ -171,8 +170,7 @@ def _any_category(wanted: tuple[str, ...] | None,
                   have: frozenset[str]) -> bool | None:
     if wanted is None:
         return None
-    return any(w.casefold() in have for w in wanted
-               if w.casefold() != BOOKED_CATEGORY.casefold())
+    return any(w.casefold() in have for w in wanted)
 
 
 def _all_categories(wanted: tuple[str, ...] | None,

@@ -24,6 +24,7 @@ from pydantic import (
 from syncd.config._durations import format_duration, parse_duration
 from syncd.config._ledger_url import check_ledger_url
 from syncd.errors import SyncdError
+from syncd.model import BOOKED_CATEGORY
 
 # syncd.yaml
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
@@ -133,6 +134,20 @@ Regex = Annotated[re.Pattern[str], BeforeValidator(_compile)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Url = Annotated[Text, AfterValidator(_url)]
 Names = tuple[Text, ...]
+
+
+def _no_booked_category(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The category InLoox tags booked events with selects nothing."""
+    if value and any(v.casefold() == BOOKED_CATEGORY.casefold() for v in value):
+        raise ValueError(
+            f"{BOOKED_CATEGORY!r} is the category InLoox gives events it has "
+            "booked; syncd skips such events (booked elsewhere), so it can "
+            "never select or map one: remove it"
+        )
+    return value
+
+
+Categories = Annotated[Names, AfterValidator(_no_booked_category)]
 
 
 class _Model(BaseModel):
@@ -332,14 +347,14 @@ class SkipPolicy(_Model):
 class SelectPolicy(_Model):
     """Trigger categories: an event with any of them is a candidate."""
 
-    categories: Names = ()
+    categories: Categories = ()
 
 
 class RuleMatch(_Model):
     """Conditions of a rule; every condition given must hold."""
 
-    categories: Names | None = None
-    all_categories: Names | None = None
+    categories: Categories | None = None
+    all_categories: Categories | None = None
     subject: Regex | None = None
     organizer: Annotated[Text, AfterValidator(_lowercase)] | None = None
     attendee_domain: Annotated[Text, AfterValidator(_lowercase)] | None = None

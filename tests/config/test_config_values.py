@@ -218,6 +218,28 @@ rules:
     ]
 
 
+def test_the_inloox_category_cannot_select_or_map(
+    write: Write, global_yaml: str, user_yaml: str, env: dict[str, str]
+) -> None:
+    """'InLoox' (any case) marks events booked elsewhere: it can never select
+    or map one, so naming it in select or a rule is a mistake."""
+    text = (
+        user_yaml
+        + """\
+select: {categories: [Track, inloox]}
+rules:
+  - match: {all_categories: [Apollo, InLoox]}
+    project: A
+"""
+    )
+
+    problems = user_problems(write, global_yaml, env, text)
+
+    assert [(line, key) for line, key, _ in problems] == [
+        (3, "select.categories"), (5, "rules[0].match.all_categories")]
+    assert all("booked elsewhere" in message for _, _, message in problems)
+
+
 def test_is_guid() -> None:
     """GUIDs are 8-4-4-4-12 hex digits; names are not."""
     assert is_guid("6f1c0c52-7d6b-4f0e-9a43-2b1f3a2f9e10")

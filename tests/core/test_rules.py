@@ -104,15 +104,6 @@ def test_booked_elsewhere_when_unknown() -> None:
     assert rules.decide(ev, user(), now=NOW, known=True).book
 
 
-def test_inloox_category_is_never_a_trigger() -> None:
-    """Selecting the InLoox category does not make it a trigger."""
-    ev = event(categories=("InLoox",))
-    policy = user(select={"categories": ["InLoox"]}, rules=[])
-
-    assert rules.decide(ev, policy, now=NOW, known=True) == Decision.skip(
-        "not_selected")
-
-
 def test_not_ended_events_wait() -> None:
     """By default only events that have ended are booked; the mapping is kept."""
     ev = event(start=NOW - timedelta(minutes=30), end=NOW + timedelta(minutes=30))
