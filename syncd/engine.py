@@ -148,29 +148,33 @@ class Engine:
         """Read the round and complete it: masters, confirmations, projects.
 
         A round that brought nothing needs only the work the ledger holds
-        (retries, waits, claims in doubt), not every record of the user.
+        (retries, waits, claims in doubt), not every record of the user: it
+        is read with the delta link, in one transaction.
         """
         window = window_for(ctx.user, ctx.now)
-        link = None if fresh else self._current_link(ctx, window)
+        link, due = (None, None) if fresh else self._current_link(ctx, window)
         content = await read_round(ctx.source, ctx.mailbox, window, link)
         if _is_quiet(content):
-            known = self.ledger.due_work(ctx.mailbox, ctx.now)
-            return planner.Round(events={}), content, window, known
+            if due is None:
+                due = self.ledger.due_work(ctx.mailbox, ctx.now)
+            return planner.Round(events={}), content, window, due
         known = self.ledger.records(ctx.user.mailbox)
         events, masters = await self._complete(ctx, content)
         gone = await self._confirm(ctx, content, events, known, window)
         round_ = planner.Round(events=events, gone=frozenset(gone), masters=masters)
         return round_, content, window, known
 
-    def _current_link(self, ctx: PassContext, window: Window) -> str | None:
-        cursor = self.ledger.cursor(ctx.mailbox)
+    def _current_link(self, ctx: PassContext, window: Window
+                      ) -> tuple[str | None, dict[str, Any]]:
+        """The delta link to continue, and the user's due work."""
+        cursor, due = self.ledger.cursor_and_due_work(ctx.mailbox, ctx.now)
         if cursor is None or cursor.delta_link is None:
-            return None
+            return None, due
         if (cursor.window_start, cursor.window_end) != (window.start, window.end):
             log.info("window_moved", mailbox=ctx.mailbox,
                      start=window.start.isoformat(), end=window.end.isoformat())
-            return None
-        return str(cursor.delta_link)
+            return None, due
+        return str(cursor.delta_link), due
 
     async def _complete(self, ctx: PassContext, content: RoundContent
                         ) -> tuple[dict[str, Event], dict[str, Event]]:

@@ -105,3 +105,24 @@ def test_due_work_of_a_user_without_records_is_empty(
 ) -> None:
     """A user the ledger has never seen has no work."""
     assert ledger.due_work(USER, clock.now) == {}
+
+
+def test_cursor_and_due_work_read_both_at_once(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    """One read gives the stored cursor and the same due work as due_work()."""
+    fill(ledger, clock)
+    window = (clock.now - timedelta(days=14), clock.now + timedelta(days=1))
+    ledger.save_cursor(USER, "https://graph.example/delta?$deltatoken=1", *window)
+
+    cursor, due = ledger.cursor_and_due_work(USER, clock.now)
+
+    assert cursor == ledger.cursor(USER)
+    assert cursor is not None and cursor.delta_link == (
+        "https://graph.example/delta?$deltatoken=1")
+    assert due == ledger.due_work(USER, clock.now)
+
+
+def test_cursor_and_due_work_of_a_new_user(ledger: Ledger, clock: FakeClock) -> None:
+    """No cursor and no work for a user the ledger has never seen."""
+    assert ledger.cursor_and_due_work(USER, clock.now) == (None, {})
