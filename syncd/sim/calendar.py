@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from syncd.sim.scenario import WEEKDAYS
+from syncd.sim.scenario import WEEKDAYS, weekday_index
 
 Clock = Callable[[], datetime]
 JSON = dict[str, Any]
@@ -203,7 +203,7 @@ class Calendar:
         **values: Any,
     ) -> str:
         """Add a weekly series (``start``/``end`` of its first occurrence)."""
-        weekdays = tuple(sorted(WEEKDAYS.index(d.lower()) for d in days))
+        weekdays = tuple(sorted(weekday_index(d) for d in days))
         last = until if isinstance(until, date) else date.fromisoformat(until)
         return self._add(
             subject,
@@ -696,6 +696,28 @@ def _ical_uid(event_id: str) -> str:
 
 
 def _check_values(values: JSON) -> None:
+    """Refuse what Graph could never hold, before it is stored (a bad value
+    would break every later read of the calendar)."""
     unknown = set(values) - set(_VALUE_DEFAULTS)
     if unknown:
         raise TypeError(f"unknown event fields: {sorted(unknown)}")
+    for name, value in values.items():
+        default = _VALUE_DEFAULTS[name]
+        if name == "organizer":
+            ok = value is None or _is_address(value)
+            shape = "null or {address, name}"
+        elif name == "attendees":
+            ok = isinstance(value, list) and all(_is_address(a) for a in value)
+            shape = "a list of {address, name, response, type}"
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            shape = "a list of strings"
+        else:
+            ok = isinstance(value, type(default))
+            shape = type(default).__name__
+        if not ok:
+            raise TypeError(f"event field {name!r} must be {shape}, got {value!r}")
+
+
+def _is_address(value: object) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("address"), str)

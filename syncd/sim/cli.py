@@ -56,7 +56,7 @@ def _print_usage(sim: Simulator, config: Path, stream: TextIO) -> None:
         f"  graph base url      {sim.graph_url}",
         f"  inloox base url     {sim.inloox_url}",
         f"  control api         {sim.control_url}",
-        f"  CA bundle           {sim.ca_path}",
+        f"  CA bundle           {config.parent / 'ca.pem'}",
         f"  config              {config}",
         f"  users               {', '.join(sim.users)}",
         "",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,9 @@ def write_config(sim: Simulator, directory: Path, *, ledger_url: str | None) -> 
     users_dir = directory / "users.d"
     users_dir.mkdir(exist_ok=True)
     _write_credentials(sim, directory / "credentials")
+    # A copy of the CA beside the configuration: it stays usable (plan,
+    # status) after the simulator, and its own files, are gone.
+    shutil.copyfile(sim.ca_path, directory / "ca.pem")
     config_path = directory / "syncd.yaml"
     _dump(config_path, _global(sim, directory, ledger_url))
     for user in sim.scenario.users:
@@ -64,7 +68,7 @@ def _global(sim: Simulator, directory: Path, ledger_url: str | None) -> dict[str
     return {
         "ledger": {"url": ledger},
         "schedule": {"interval": "1m", "jitter": "5s"},
-        "tls": {"ca_bundle": str(sim.ca_path)},
+        "tls": {"ca_bundle": str(directory / "ca.pem")},
         "graph": {
             "base_url": sim.graph_url,
             "authority": sim.authority,

@@ -27,6 +27,14 @@ WEEKDAYS = (
     "sunday",
 )
 _DAY_ALIASES = {name[:3]: name for name in WEEKDAYS}
+
+
+def weekday_index(name: str) -> int:
+    """0 for ``monday`` (or ``mon``, any case) to 6 for ``sunday``."""
+    full = _DAY_ALIASES.get(str(name).lower()[:3])
+    if full is None or not full.startswith(str(name).lower()):
+        raise ValueError(f"not a weekday: {name!r} (monday..sunday or mon..sun)")
+    return WEEKDAYS.index(full)
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -70,7 +70,8 @@ def test_written_config_uses_contract_keys(sim: Simulator, tmp_path: Path) -> No
     assert config["graph"]["authority"] == sim.authority
     assert config["graph"]["base_url"] == sim.graph_url
     assert config["graph"]["client_secret"] == "${SYNCD_GRAPH_CLIENT_SECRET}"
-    assert config["tls"]["ca_bundle"] == str(sim.ca_path)
+    assert config["tls"]["ca_bundle"] == str(tmp_path / "ca.pem")
+    assert (tmp_path / "ca.pem").read_bytes() == sim.ca_path.read_bytes()
     assert config["inloox"]["base_url"] == sim.inloox_url
     assert config["ledger"]["url"] == "sqlite:///x.db"
     assert alice["inloox"]["api_key"] == "${SYNCD_INLOOX_API_KEY_ALICE}"
@@ -118,6 +119,31 @@ def test_control_api_edits_calendar_and_faults(
     assert throttled.status_code == 429
     assert {i["id"] for i in items} == {added, lunch}
     assert stats["requests"][0]["service"] in ("graph", "identity")
+
+
+def test_control_api_takes_short_weekdays_and_refuses_bad_fields(
+    sim: Simulator, graph: httpx.Client, anchor: date
+) -> None:
+    """A series on ["mon"] is made as in a scenario file; a field of the wrong
+    shape is a 400 and leaves the calendar readable."""
+    control = f"{sim.control_url}/calendars/{ALICE}"
+    meeting = {"subject": "Weekly", "start": f"{anchor}T10:00:00Z",
+               "end": f"{anchor}T11:00:00Z"}
+    with httpx.Client(verify=sim.ssl_context()) as client:
+        series = client.post(f"{control}/series", json={
+            **meeting, "days": ["mon"], "until": str(anchor)})
+        bad_day = client.post(f"{control}/series", json={
+            **meeting, "days": ["moonday"], "until": str(anchor)})
+        bad_organizer = client.post(f"{control}/events",
+                                    json={**meeting, "organizer": "text"})
+        bad_categories = client.post(f"{control}/events",
+                                     json={**meeting, "categories": "Apollo"})
+
+    assert series.status_code == 201
+    assert bad_day.status_code == 400 and "not a weekday" in bad_day.text
+    assert bad_organizer.status_code == 400 and "organizer" in bad_organizer.text
+    assert bad_categories.status_code == 400 and "categories" in bad_categories.text
+    assert graph.get(delta_url(sim, ALICE, anchor)).status_code == 200
 
 
 def test_serve_prints_usage_without_secrets(tmp_path: Path) -> None:
