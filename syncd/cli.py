@@ -342,7 +342,9 @@ def _print_status(row: dict[str, Any]) -> None:
         typer.echo("   skipped: " + ", ".join(f"{k}={v}" for k, v in
                                               sorted(reasons.items())))
     for failure in row.get("recent_failures", [])[:5]:
-        typer.echo(f"   failure: {failure}")
+        typer.echo(f"   failed {str(failure.get('updated_at') or '')[:16]}  "
+                   f"{failure.get('state')}  event {failure.get('event_id')}: "
+                   f"{failure.get('last_error') or 'no message'}")
 
 
 @app.command()

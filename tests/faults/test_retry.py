@@ -30,10 +30,10 @@ def allow_backdating(sim: Simulator, days: int) -> None:
     sim.scenario = dataclasses.replace(sim.scenario, settings=settings)
 
 
-def retry(sim: Simulator, config: Path) -> str:
+def retry(sim: Simulator, config: Path, command: str = "retry") -> str:
     env = {**os.environ, **sim.config_env(config.parent), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "syncd.cli", "retry", "-c", str(config)],
+        [sys.executable, "-m", "syncd.cli", command, "-c", str(config)],
         capture_output=True,
         text=True,
         env=env,
@@ -54,6 +54,7 @@ def test_permanent_failures_wait_for_syncd_retry(tmp_path: Path) -> None:
         tried = sim.stats.count("inloox", "POST", "create_from_event")
         ignored = once(sim, config, "ignored")
         untried = sim.stats.count("inloox", "POST", "create_from_event") == tried
+        shown = retry(sim, config, "status")
         allow_backdating(sim, 30)
         said = retry(sim, config)
         booked = once(sim, config, "booked")
@@ -61,6 +62,9 @@ def test_permanent_failures_wait_for_syncd_retry(tmp_path: Path) -> None:
         assert (refused, ignored, booked) == (1, 0, 0)
         assert tried == 3 and untried
         assert said.startswith("3 failed booking(s)")
+        failures = [ln for ln in shown.splitlines() if "  failed_permanent  " in ln]
+        assert len(failures) == 3, shown
+        assert all("TimeEntryTooOld" in line or "back" in line for line in failures)
         assert states(url) == {"booked": 3}
         assert entry_starts(sim, MAILBOX) == bookable_starts(sim, MAILBOX)
     sim.close()
