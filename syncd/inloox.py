@@ -10,6 +10,7 @@ the caller looks the entry up before anything is sent again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -153,7 +154,9 @@ class InLooxClient:
             "taskItemId": task_id,
             "tagEvent": tag_event,
         }
-        request = self._http.build_request("POST", self._url(_CREATE_PATH), json=body)
+        request = self._http.build_request(
+            "POST", _create_url(self.base_url), json=body
+        )
         response = await self._send(
             request, "create", idempotent=False, user=mailbox, event_id=event_id
         )
@@ -483,6 +486,13 @@ def _transport_error(
         user=context["user"],
         event_id=context["event_id"],
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _create_url(base_url: str) -> httpx.URL:
+    """The URL of every create, parsed once per InLoox service, not per booking
+    (an ``httpx.URL`` is immutable: every client of the service shares it)."""
+    return httpx.URL(f"{base_url}/{_CREATE_PATH}")
 
 
 def _odata_error(response: httpx.Response) -> tuple[str | None, str]:
