@@ -21,6 +21,7 @@ import os
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -44,6 +45,8 @@ GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
 GRAPH_DELEGATED_SCOPES = ("https://graph.microsoft.com/Calendars.Read",)
 MICROSOFT_AUTHORITY_HOST = "login.microsoftonline.com"
 
+TOKEN_REUSE_MARGIN = 600.0
+"""Seconds before expiry an app-only token stops being reused without msal."""
 FIX_SECRET = "check graph.client_id and graph.client_secret"
 FIX_LOGIN = "run `syncd login -c FILE --user {mailbox}`"
 FIX_AUTHORITY = "check graph.authority"
@@ -262,6 +265,11 @@ class ClientCredentialsAuth(_MsalProvider):
                          instance_discovery=instance_discovery)
         self._secret = client_secret
         self._scopes = [scope]
+        self._served: tuple[str, float] | None = None
+        """The token msal last served from its cache, and until when (Unix
+        time) msal would serve it again: a request before then needs neither
+        msal nor a worker thread (the thread cost several times the lookup)."""
+        self._invalidations = 0
 
     def __repr__(self) -> str:
         return f"ClientCredentialsAuth(authority={self._authority!r})"
@@ -274,15 +282,48 @@ class ClientCredentialsAuth(_MsalProvider):
 
     async def get_token(self, mailbox: str) -> str:
         """An app-only access token (msal serves it from its cache when valid)."""
-        return await asyncio.to_thread(self._acquire, mailbox)
+        served = self._served
+        if served is not None and time.time() < served[1]:
+            return served[0]
 
-    def _acquire(self, mailbox: str) -> str:
+        invalidations = self._invalidations
+        token, reusable_until = await asyncio.to_thread(self._acquire, mailbox)
+        if reusable_until is not None and invalidations == self._invalidations:
+            self._served = (token, reusable_until)
+        return token
+
+    def invalidate(self, token: str) -> None:
+        self._served = None
+        self._invalidations += 1
+        super().invalidate(token)
+
+    def _acquire(self, mailbox: str) -> tuple[str, float | None]:
         with self._lock, _msal_errors(mailbox):
             app = self._ensure_app()
             self._drop_invalidated()
             result = app.acquire_token_for_client(scopes=self._scopes)
         raise_for_result(result, fix=FIX_SECRET, user=mailbox)
-        return str(result["access_token"])
+        return str(result["access_token"]), _reusable_until(result, time.time())
+
+
+def _reusable_until(result: Mapping[str, Any], now: float) -> float | None:
+    """Until when msal would answer from its cache with this token again.
+
+    Only a token msal served from its cache says so (``expires_in`` and, for
+    a token msal refreshes early, ``refresh_on``).  ``TOKEN_REUSE_MARGIN``
+    is more than msal's own (it refreshes 5 minutes before expiry), so a
+    token reused here is always one msal would still serve.
+    """
+    if result.get("token_source") != "cache":
+        return None
+    expires_in = result.get("expires_in")
+    if not isinstance(expires_in, int):
+        return None
+    until = now + expires_in - TOKEN_REUSE_MARGIN
+    refresh_on = result.get("refresh_on")
+    if isinstance(refresh_on, int | float):
+        until = min(until, float(refresh_on))
+    return until
 
 
 class DeviceCodeAuth(_MsalProvider):

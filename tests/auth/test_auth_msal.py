@@ -129,6 +129,64 @@ def test_client_credentials_token_is_cached_and_shared() -> None:
     assert identity.grants == ["client_credentials"]
 
 
+def test_a_token_msal_served_from_its_cache_is_reused_without_msal() -> None:
+    """Once msal answered from its cache, the token is reused without asking it."""
+    identity = FakeIdentity()
+    auth = app_auth(identity)
+    asked: list[object] = []
+
+    async def tokens() -> list[str]:
+        first = [await auth.get_token(ALICE), await auth.get_token(ALICE)]
+        app = auth._app
+        acquire = app.acquire_token_for_client
+        app.acquire_token_for_client = lambda **kw: asked.append(kw) or acquire(**kw)
+        return first + [await auth.get_token(m) for m in (ALICE, "bob@x")]
+
+    got = asyncio.run(tokens())
+
+    assert len(set(got)) == 1
+    assert asked == []
+    assert identity.grants == ["client_credentials"]
+
+
+def test_a_reused_token_goes_back_to_msal_before_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten minutes before expiry msal is asked again (it renews at five)."""
+    identity = FakeIdentity()
+    auth = app_auth(identity)
+    started = time.time()
+
+    async def token_at(seconds_later: float) -> str:
+        monkeypatch.setattr(time, "time", lambda: started + seconds_later)
+        return await auth.get_token(ALICE)
+
+    async def tokens() -> list[str]:
+        return [await token_at(0), await token_at(1), await token_at(3200),
+                await token_at(3400)]
+
+    got = asyncio.run(tokens())
+
+    assert got[0] == got[1] == got[2] != got[3]
+    assert identity.grants == ["client_credentials", "client_credentials"]
+
+
+def test_invalidate_ends_the_reuse_of_a_token() -> None:
+    """A token Graph refused is not reused: the next request gets a new one."""
+    identity = FakeIdentity()
+    auth = app_auth(identity)
+
+    async def tokens() -> tuple[str, str]:
+        old = [await auth.get_token(ALICE), await auth.get_token(ALICE)][-1]
+        auth.invalidate(old)
+        return old, await auth.get_token(ALICE)
+
+    old, new = asyncio.run(tokens())
+
+    assert old != new
+    assert identity.grants == ["client_credentials", "client_credentials"]
+
+
 def test_invalidate_forces_a_new_client_credentials_token() -> None:
     """After a 401 the next get_token asks the platform again."""
     identity = FakeIdentity()
