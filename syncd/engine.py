@@ -385,14 +385,24 @@ class Engine:
                 "the outcome of this booking is unknown and it cannot be looked "
                 "up without the meeting's times: check InLoox by hand, then run "
                 "`syncd retry`", user=ctx.mailbox, event_id=record.event_id)
-        if in_doubt:
-            await ctx.target.learn_performer(
-                self.ledger.recent_entry_ids(ctx.mailbox))
+        known = await ctx.target.learn_performer(
+            lambda: self.ledger.recent_entry_ids(ctx.mailbox))
         candidates = await ctx.target.find_entries(
             project_id=record.project_id, start=record.start, end=record.end)
         taken = self.ledger.entries_taken([c.id for c in candidates],
                                           user=ctx.mailbox, event_id=record.event_id)
-        return next((c for c in candidates if c.id not in taken), None)
+        free = [c for c in candidates if c.id not in taken]
+        if not known and len({c.performer_id for c in free}) > 1:
+            # Whose is whose cannot be told: never adopt a colleague's entry.
+            log.warning("lookup_ambiguous", event_id=record.event_id,
+                        candidates=len(free))
+            if in_doubt:
+                raise PermanentError(
+                    "the outcome of this booking is unknown and entries of "
+                    "several people match it: check InLoox by hand, then run "
+                    "`syncd retry`", user=ctx.mailbox, event_id=record.event_id)
+            return None
+        return free[0] if free else None
 
     async def _recover(self, ctx: PassContext, action: Action, record: Any) -> None:
         """A claim whose outcome is unknown: look it up, book only if absent."""

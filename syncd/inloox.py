@@ -208,21 +208,27 @@ class InLooxClient:
             return None
         return _entry(_json_object(response))
 
-    async def learn_performer(self, entry_ids: list[str]) -> bool:
+    async def learn_performer(self, entry_ids: Callable[[], list[str]]) -> bool:
         """Narrow lookups to the performer of one of our own entries.
 
-        After a restart the performer is not known until the next create
-        answers; a lookup in doubt must not take a colleague's entry over the
-        same meeting for ours, so it learns the performer from an entry the
-        ledger holds.
+        The performer is known once a create answered with its entity; after
+        a restart, or when creates answer empty, it is learnt from an entry
+        the ledger holds (``entry_ids`` is only asked when needed), so a
+        lookup never takes a colleague's entry over the same meeting for
+        ours.  A failure to read one only leaves the performer unknown.
         """
-        for entry_id in entry_ids:
-            if self.performer_id is not None:
-                break
-            entry = await self.get_entry(entry_id)
+        if self.performer_id is not None:
+            return True
+        for entry_id in entry_ids():
+            try:
+                entry = await self.get_entry(entry_id)
+            except (TransientError, PermanentError) as exc:
+                log.info("performer_not_learned", entry_id=entry_id, error=str(exc))
+                continue
             if entry is not None and entry.performer_id:
                 self.performer_id = entry.performer_id
-        return self.performer_id is not None
+                return True
+        return False
 
     async def resolve_project(self, name: str) -> str | None:
         """The id of the project with exactly this name, or ``None``."""

@@ -7,7 +7,7 @@ and the benchmark swap them.  The core never imports a concrete client.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Final, Protocol
 
@@ -68,9 +68,10 @@ class TimeEntryTarget(Protocol):
 
     async def get_entry(self, entry_id: str) -> TimeEntry | None: ...
 
-    async def learn_performer(self, entry_ids: list[str]) -> bool:
-        """Narrow lookups to the performer of the first of these entries
-        (booked with this account) that still exists; whether it is known."""
+    async def learn_performer(self, entry_ids: Callable[[], list[str]]) -> bool:
+        """Whether lookups are narrowed to this account's performer, learning
+        it, when unknown, from the first of ``entry_ids()`` (entries booked
+        with this account) that still exists."""
         ...
 
     async def update_entry(

@@ -509,7 +509,7 @@ def test_learn_performer_narrows_later_lookups() -> None:
 
     async def go() -> bool:
         async with client:
-            known = await client.learn_performer([gone, ENTRY])
+            known = await client.learn_performer(lambda: [gone, ENTRY])
             await client.find_entries(project_id=None, start=START, end=END)
             return known
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -106,17 +107,27 @@ def _book_by_hand(w: World, api_key: str, start: str, end: str) -> str:
     return str(response.json()["TimeEntryId"])
 
 
-def test_lookup_after_a_restart_never_takes_a_colleagues_entry(
-        tmp_path: Path) -> None:
-    """Bob booked the same meeting by hand and Alice's key can read his
-    entries: Alice's booking in doubt after a restart finds her own entry."""
+def _with_bob(tmp_path: Path, **settings: Any) -> World:
+    """Alice's world, plus Bob, whose entries Alice's key can read."""
     scenario = copy.deepcopy(SCENARIO)
-    scenario["settings"]["entry_visibility"] = "all"
+    scenario["settings"].update(entry_visibility="all", **settings)
     scenario["users"].append(
         {"mailbox": BOB, "name": "Bob", "timezone": "Europe/Berlin",
          "inloox": {"contact_id": "b2d4f6a8-2222-4b3c-8d4e-6f8a0b2c4d6e",
                     "api_key": BOB_KEY}})
-    w = World(tmp_path, scenario=parse_scenario(scenario))
+    return World(tmp_path, scenario=parse_scenario(scenario))
+
+
+def _alices_entries(w: World, day: str) -> list[str]:
+    return [e["TimeEntryId"] for e in w.sim.inloox_entries(ALICE)
+            if e["StartDateTime"].startswith(day)]
+
+
+def test_lookup_after_a_restart_never_takes_a_colleagues_entry(
+        tmp_path: Path) -> None:
+    """Bob booked the same meeting by hand and Alice's key can read his
+    entries: Alice's booking in doubt after a restart finds her own entry."""
+    w = _with_bob(tmp_path)
     try:
         w.add("Apollo planning", at(18, 9))
         w.run_pass()
@@ -131,9 +142,35 @@ def test_lookup_after_a_restart_never_takes_a_colleagues_entry(
 
         w.run_pass()
 
-        alices = [e["TimeEntryId"] for e in w.sim.inloox_entries(ALICE)
-                  if e["StartDateTime"].startswith("2026-03-19")]
+        alices = _alices_entries(w, "2026-03-19")
         assert len(alices) == 1
         assert w.record(event_id).entry_id == alices[0] != bobs
+    finally:
+        w.close()
+
+
+def test_empty_answers_never_take_a_colleagues_entry(tmp_path: Path) -> None:
+    """Creates answer empty (the performer is never shown) and Bob booked the
+    same meeting by hand: Alice's record never holds Bob's entry, and once
+    one of her entries is known the next lookups are narrowed to her."""
+    w = _with_bob(tmp_path, create_response="empty204")
+    try:
+        bobs = _book_by_hand(w, BOB_KEY, "2026-03-19T09:00:00Z",
+                             "2026-03-19T10:00:00Z")
+        review = w.add("Apollo review", at(19, 9))
+        w.run_pass()
+        planning = w.add("Apollo planning", at(18, 9))
+        w.run_pass()
+        again = w.add("Apollo retro", at(19, 9), categories=["Apollo"])
+        w.loop.run_until_complete(w.runner.aclose())
+        w.runner = Runner(w.config, w.ledger, clock=w.clock)  # a restart
+
+        w.run_pass()
+
+        assert w.record(review).state == "booked"
+        assert w.record(review).entry_id != bobs
+        assert w.record(planning).entry_id == _alices_entries(w, "2026-03-18")[0]
+        assert w.record(again).entry_id in _alices_entries(w, "2026-03-19")
+        assert w.record(again).entry_id != bobs
     finally:
         w.close()
