@@ -42,6 +42,13 @@ def main() -> None:
     app()
 
 
+def _out(text: str) -> None:
+    """A line on stdout, secrets masked as in the logs."""
+    from syncd.logs import redact_text
+
+    typer.echo(redact_text(text))
+
+
 def _err(text: str) -> None:
     """A line on stderr, secrets masked as in the logs."""
     from syncd.logs import redact_text
@@ -160,7 +167,7 @@ def check_config(config: ConfigOption) -> None:
         _config_problems(config, format_problems(problems))
     loaded = result.config
     users = ", ".join(u.mailbox for u in loaded.users) or "none"
-    typer.echo(f"{config}: ok ({len(loaded.users)} user(s): {users})")
+    _out(f"{config}: ok ({len(loaded.users)} user(s): {users})")
 
 
 def _project_problems(config: Any) -> list[Any]:
@@ -255,7 +262,7 @@ def plan(config: ConfigOption, user: UserOption = None,
     failed = [m for m, p in plans.items() if isinstance(p, Exception)]
     partial = len(loaded.users) < _configured_users(config)
     if as_json:
-        typer.echo(json.dumps({m: _plan_json(p) for m, p in plans.items()},
+        _out(json.dumps({m: _plan_json(p) for m, p in plans.items()},
                               indent=2, ensure_ascii=False))
     else:
         for mailbox, planned in plans.items():
@@ -296,21 +303,21 @@ def _plan_json(planned: Any) -> Any:
 
 
 def _print_plan(mailbox: str, planned: Any) -> None:
-    typer.echo(f"== {mailbox}")
+    _out(f"== {mailbox}")
     if isinstance(planned, Exception):
-        typer.echo(f"   error: {planned}")
+        _out(f"   error: {planned}")
         return
     for p in planned:
         decision = p.action.decision
         verdict = (f"book on {decision.project}" if decision.book
                    else f"skip ({decision.reason})")
         subject = (p.subject or "(no subject)")[:40]
-        typer.echo(f"   {p.start[:16]:16}  {subject:40}  {p.action.kind:8} "
+        _out(f"   {p.start[:16]:16}  {subject:40}  {p.action.kind:8} "
                    f"{verdict}  - {p.action.why}")
     counts: dict[str, int] = {}
     for p in planned:
         counts[p.action.kind] = counts.get(p.action.kind, 0) + 1
-    typer.echo("   " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    _out("   " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
 
 
 @app.command()
@@ -324,25 +331,25 @@ def status(config: ConfigOption, as_json: JsonOption = False) -> None:
     finally:
         ledger.close()
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
+        _out(json.dumps(rows, indent=2, default=str, ensure_ascii=False))
         return
     for row in rows:
         _print_status(row)
 
 
 def _print_status(row: dict[str, Any]) -> None:
-    typer.echo(f"== {row.get('user')}  status: {row.get('status', 'active')}")
-    typer.echo(f"   last success: {row.get('last_success_at') or 'never'}"
+    _out(f"== {row.get('user')}  status: {row.get('status', 'active')}")
+    _out(f"   last success: {row.get('last_success_at') or 'never'}"
                f"   last pass: {row.get('last_pass_at') or 'never'}")
     states = row.get("states") or row.get("counts") or {}
-    typer.echo("   states: " + (", ".join(f"{k}={v}" for k, v in
+    _out("   states: " + (", ".join(f"{k}={v}" for k, v in
                                           sorted(states.items())) or "none"))
     reasons = row.get("skip_reasons") or row.get("reasons") or {}
     if reasons:
-        typer.echo("   skipped: " + ", ".join(f"{k}={v}" for k, v in
+        _out("   skipped: " + ", ".join(f"{k}={v}" for k, v in
                                               sorted(reasons.items())))
     for failure in row.get("recent_failures", [])[:5]:
-        typer.echo(f"   failed {str(failure.get('updated_at') or '')[:16]}  "
+        _out(f"   failed {str(failure.get('updated_at') or '')[:16]}  "
                    f"{failure.get('state')}  event {failure.get('event_id')}: "
                    f"{failure.get('last_error') or 'no message'}")
 
@@ -365,9 +372,9 @@ def retry(config: ConfigOption, user: UserOption = None,
         resumed = [] if event is not None else _resume(ledger, loaded, only)
     finally:
         ledger.close()
-    typer.echo(f"{count} failed booking(s) will be tried on the next pass")
+    _out(f"{count} failed booking(s) will be tried on the next pass")
     for mailbox, status in resumed:
-        typer.echo(f"{mailbox}: was {status}; resumed")
+        _out(f"{mailbox}: was {status}; resumed")
 
 
 def _event_known(ledger: Any, config: Any, only: str | None, event: str) -> bool:
@@ -403,7 +410,7 @@ def login(config: ConfigOption,
         account = build_auth(loaded).login(typer.echo, mailbox=user)
     except SyncdError as exc:
         _die(str(exc), EX_FAIL)
-    typer.echo(f"signed in as {account}; token cached in {loaded.graph.token_cache}")
+    _out(f"signed in as {account}; token cached in {loaded.graph.token_cache}")
 
 
 @app.command()

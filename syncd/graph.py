@@ -213,7 +213,10 @@ class GraphCalendar:
 
     def _on_graph(self, link: str) -> bool:
         """Whether a link Graph gave points back at graph.base_url."""
-        return origin(httpx.URL(link)) == self._origin
+        try:
+            return origin(httpx.URL(link)) == self._origin
+        except httpx.InvalidURL:
+            return False
 
     # -- requests, built by msgraph-sdk --------------------------------------
 

@@ -242,7 +242,10 @@ def same_origin(link: str, base_url: str) -> bool:
     Links a server sends back are followed with credentials attached, so
     they are followed only to the service they came from.
     """
-    return origin(httpx.URL(link)) == origin(httpx.URL(base_url))
+    try:
+        return origin(httpx.URL(link)) == origin(httpx.URL(base_url))
+    except httpx.InvalidURL:
+        return False
 
 
 def origin(url: httpx.URL) -> tuple[str, str, int | None]:

@@ -34,6 +34,7 @@ from syncd.errors import (
     ThrottledError,
     TransientError,
 )
+from syncd.logs import redact_text
 from syncd.model import Action, PassResult
 
 if TYPE_CHECKING:
@@ -439,7 +440,7 @@ class Runner:
                 user.mailbox,
                 ok=result.ok,
                 summary=summary,
-                error=result.error,
+                error=None if result.error is None else redact_text(result.error),
                 fence=self._fences.get(user.mailbox),
             )
         except SyncdError as exc:

@@ -105,7 +105,8 @@ class Environment:
         return value
 
 
-_SECRET_VARIABLE = re.compile(r"SECRET|TOKEN|PASSW|API_?KEY|CREDENTIAL", re.I)
+_SECRET_VARIABLE = re.compile(
+    r"SECRET|PASSW|API_?KEY|TOKEN(?!_?(CACHE|PATH|FILE|DIR))", re.I)
 """Variables whose values are masked in logs and messages wherever used."""
 
 

@@ -124,7 +124,12 @@ def test_no_secret_in_the_summary_of_a_failed_pass(
         {"graph": {"authority": f"{sim.base_url}/${{file:graph.client_secret}}"}})
 
     result = run_syncd("once", "-c", str(sim_config.path), env=sim_config.env)
+    status = run_syncd("status", "--json", "-c", str(sim_config.path),
+                       env=sim_config.env)
+    plan = run_syncd("plan", "-c", str(sim_config.path), env=sim_config.env)
 
     assert result.code == 1, result
     assert "check graph.authority" in result.stderr
-    assert leaks(sim, result.output) == [], result
+    assert "check graph.authority" in status.stdout  # the stored pass error
+    for output in (result, status, plan):
+        assert leaks(sim, output.output) == [], output

@@ -64,7 +64,9 @@ def test_permanent_failures_wait_for_syncd_retry(tmp_path: Path) -> None:
         assert said.startswith("3 failed booking(s)")
         failures = [ln for ln in shown.splitlines() if "  failed_permanent  " in ln]
         assert len(failures) == 3, shown
-        assert all("TimeEntryTooOld" in line or "back" in line for line in failures)
+        message = "InLoox refused the request: Time can be booked at most 1 days back."
+        assert all(message in line and "[TimeEntryTooOld]" in line
+                   for line in failures), shown
         assert states(url) == {"booked": 3}
         assert entry_starts(sim, MAILBOX) == bookable_starts(sim, MAILBOX)
     sim.close()
