@@ -6,7 +6,6 @@ that need them, so ``syncd --help`` and ``syncd check-config`` start fast.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Coroutine
 from pathlib import Path
@@ -44,14 +43,14 @@ def main() -> None:
 
 def _out(text: str) -> None:
     """A line on stdout, secrets masked as in the logs."""
-    from syncd.logs import redact_text
+    from syncd.redact import redact_text
 
     typer.echo(redact_text(text))
 
 
 def _err(text: str) -> None:
     """A line on stderr, secrets masked as in the logs."""
-    from syncd.logs import redact_text
+    from syncd.redact import redact_text
 
     typer.echo(redact_text(text), err=True)
 
@@ -79,14 +78,18 @@ def _load(path: Path, *, strict: bool = True) -> Any:
         # Nothing left to serve: that is a broken configuration, not a partial one.
         _config_problems(path, format_problems(result.problems))
     if result.problems:
-        _err(format_problems(result.problems))
+        from syncd.redact import mask_registered
+
+        typer.echo(mask_registered(format_problems(result.problems)), err=True)
         _err(f"syncd: left out: {', '.join(result.rejected)}; the other "
              "users go on")
     return result.config
 
 
 def _config_problems(path: Path, text: str) -> NoReturn:
-    _err(text)
+    from syncd.redact import mask_registered
+
+    typer.echo(mask_registered(text), err=True)
     _err(f"Fix these, then run `syncd check-config -c {path}` again.")
     raise typer.Exit(EX_CONFIG)
 
@@ -146,6 +149,8 @@ def _reading_ledger(config: Any) -> Any:
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # not for --help and check-config: ~50 ms of start-up
+
     return asyncio.run(coro)
 
 
@@ -243,6 +248,8 @@ async def _once(config: Any, mailboxes: list[str]) -> list[Any]:
 
 async def _timed_pass(runner: Any, mailbox: str, timeout: float) -> Any:
     """One pass cut at ``pass_timeout``, as the daemon cuts it."""
+    import asyncio
+
     from syncd.model import PassResult
 
     try:

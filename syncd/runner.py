@@ -34,8 +34,8 @@ from syncd.errors import (
     ThrottledError,
     TransientError,
 )
-from syncd.logs import redact_text
 from syncd.model import Action, PassResult
+from syncd.redact import redact_text
 
 if TYPE_CHECKING:
     from syncd.ledger import LeaseKeeper
@@ -481,7 +481,7 @@ def config_secrets(config: Any) -> list[str]:
 
 
 def register_secrets(config: Any) -> None:
-    from syncd.logs import register_secret
+    from syncd.redact import register_secret
 
     for secret in config_secrets(config):
         register_secret(secret)

@@ -32,7 +32,7 @@ from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import
 from syncd import __version__
 from syncd.errors import ConfigError
 from syncd.health import HealthListenError, HealthServer
-from syncd.logs import bind_pass, redact_text
+from syncd.logs import bind_pass
 from syncd.metrics import (
     BUILD_INFO,
     CONFIG_RELOADS,
@@ -44,6 +44,7 @@ from syncd.metrics import (
 )
 from syncd.model import PassResult
 from syncd.notify import Notifier
+from syncd.redact import redact_text
 
 log = structlog.get_logger(__name__)
 

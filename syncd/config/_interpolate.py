@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from syncd.config._yaml import Document, KeyPath
+from syncd.redact import register_secret
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 SECRET_KEYS: tuple[KeyPath, ...] = (
@@ -108,13 +109,6 @@ class Environment:
 _SECRET_VARIABLE = re.compile(
     r"SECRET|PASSW|API_?KEY|TOKEN(?!_?(CACHE|PATH|FILE|DIR))", re.I)
 """Variables whose values are masked in logs and messages wherever used."""
-
-
-def register_secret(value: str | None) -> None:
-    """Mask ``value`` in every log line and message (structlog loaded late)."""
-    from syncd.logs import register_secret as register
-
-    register(value)
 
 
 def expand(text: str, environment: Environment) -> str:

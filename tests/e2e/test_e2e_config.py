@@ -141,3 +141,15 @@ def test_check_config_lists_an_unknown_project_beside_other_problems(
     assert len(lines) == 2, result
     assert lines[0].startswith(f"{alice}:") and "Europe/Berlln" in lines[0]
     assert lines[1].startswith(f"{chiyo}:") and "NoSuchProject" in lines[1]
+
+
+def test_problem_about_a_missing_key_is_not_masked(tmp_path: Path) -> None:
+    """`inloox.api_key: environment variable … is not set` is a message, not
+    a header: only registered secrets are masked in problem lines."""
+    path = write_config(tmp_path)
+    env = {k: v for k, v in SECRETS.items() if "INLOOX" not in k}
+
+    result = run_syncd("check-config", "-c", str(path), env=env)
+
+    assert result.code == EX_CONFIG, result
+    assert "inloox.api_key: environment variable" in result.stderr, result

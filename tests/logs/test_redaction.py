@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from syncd.logs import Format, configure_logging, redact_text, register_secret
+from syncd.logs import Format, configure_logging
+from syncd.redact import redact_text, register_secret
 
 
 @pytest.fixture(autouse=True)

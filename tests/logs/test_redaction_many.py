@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 
-from syncd.logs import redact_text, register_secret
+from syncd.redact import redact_text, register_secret
 
 
 def _value() -> str:
