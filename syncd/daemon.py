@@ -14,6 +14,7 @@ from syncd.config import load_config_lenient
 from syncd.errors import ConfigError
 from syncd.health import HealthListenError
 from syncd.ledger import Ledger
+from syncd.metrics import USERS_REJECTED
 from syncd.runner import Runner, register_secrets
 from syncd.service import Service
 
@@ -34,6 +35,7 @@ def load_config(path: Path) -> Any:
         raise ConfigError(list(result.problems))
     for problem in result.problems:
         log.error("config_user_rejected", problem=str(problem))
+    USERS_REJECTED.set(len(result.rejected))
     register_secrets(result.config)
     return result.config
 

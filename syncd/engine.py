@@ -424,7 +424,8 @@ class Engine:
         ctx.outcomes["recovered"] += 1
         log.info("event_recovered", event_id=record.event_id, entry_id=entry.id)
         follow = planner.after_recovery(action, booked, ctx.user, now=ctx.now)
-        if follow is not None:
+        if follow is not None and follow.kind != "nothing":
+            # (Nothing more to do is not counted again as "unchanged".)
             await self.apply(ctx, follow, booked)
 
     async def _rebook(self, ctx: PassContext, action: Action, record: Any) -> None:

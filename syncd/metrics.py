@@ -52,6 +52,12 @@ USERS = Gauge(
     ["state"],
     registry=REGISTRY,
 )
+USERS_REJECTED = Gauge(
+    "syncd_users_rejected",
+    "Users left out of the configuration in use because their file has "
+    "problems (config_user_rejected names them).",
+    registry=REGISTRY,
+)
 CONFIG_RELOADS = Counter(
     "syncd_config_reloads_total",
     "Configuration reloads (SIGHUP), by result (ok, refused).",
@@ -61,7 +67,8 @@ CONFIG_RELOADS = Counter(
 PASSES_SKIPPED = Counter(
     "syncd_passes_skipped_total",
     "Scheduled passes not started, by reason (still_running: the user's previous "
-    "pass, or its wait for a free slot, had not ended).",
+    "pass, or its wait for a free slot, had not ended; lease_elsewhere: another "
+    "replica serves the user).",
     ["reason"],
     registry=REGISTRY,
 )

@@ -157,8 +157,16 @@ def first_run_delay(mailbox: str, interval: timedelta,
     return spread * fraction
 
 
+NOT_SERVED = frozenset({"lease_elsewhere", "still_running"})
+"""Passes this process did not run: another replica serves the user, or this
+user's previous pass has not ended.  They are skips, not successes."""
+
+
 def record_pass(result: PassResult, *, duration: float, now: float) -> None:
     """Turn one pass result into metrics (``syncd once`` may call this too)."""
+    if result.error_kind in NOT_SERVED:
+        PASSES_SKIPPED.labels(reason=result.error_kind).inc()
+        return
     label = "ok" if result.ok else (result.error_kind or "failed")
     PASS_DURATION.labels(result=label).observe(duration)
 

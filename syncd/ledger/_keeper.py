@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -147,8 +148,10 @@ class LeaseKeeper:
 
     def _start(self) -> None:
         if self._task is None:
+            # A context of its own: the first pass starts it, and its lines
+            # must not carry that pass's user and pass id.
             self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"leases:{self.owner}"
+                self._run(), name=f"leases:{self.owner}", context=contextvars.Context()
             )
 
     def _beat(self, *, force: bool = False) -> None:

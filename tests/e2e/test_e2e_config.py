@@ -6,6 +6,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from syncd.sim import Simulator
 from tests.e2e.support import (
     CliResult,
@@ -153,3 +155,21 @@ def test_problem_about_a_missing_key_is_not_masked(tmp_path: Path) -> None:
 
     assert result.code == EX_CONFIG, result
     assert "inloox.api_key: environment variable" in result.stderr, result
+
+
+def test_the_daemon_counts_the_users_it_leaves_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alice's file has a problem: the daemon serves Bob, and the
+    syncd_users_rejected gauge says one user is left out."""
+    from syncd.daemon import load_config
+    from syncd.metrics import REGISTRY
+
+    good = SYNCD_YAML.replace("  colour: blue\n", "").replace("5 minutes", "5m")
+    path = write_config(tmp_path, good)
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+
+    config = load_config(path)
+
+    assert [u.mailbox for u in config.users] == ["bob@contoso.example"]
+    assert REGISTRY.get_sample_value("syncd_users_rejected") == 1.0

@@ -174,3 +174,13 @@ def test_empty_answers_never_take_a_colleagues_entry(tmp_path: Path) -> None:
         assert w.record(again).entry_id != bobs
     finally:
         w.close()
+
+
+def test_a_recovered_booking_is_counted_once(w: World) -> None:
+    """The pass that finds the entry of a booking in doubt counts that event
+    once (as booked), not also as unchanged."""
+    _in_doubt(w, "Apollo review")
+
+    result = w.run_pass()
+
+    assert (result.seen, result.booked, result.unchanged) == (1, 1, 0)

@@ -499,6 +499,23 @@ def test_failed_pass_keeps_the_last_success_time() -> None:
     assert _sample(DURATION_COUNT, result="auth") == auth + 1
 
 
+def test_a_pass_another_replica_serves_is_a_skip_not_a_success() -> None:
+    """lease_elsewhere (ok, nothing done here) neither refreshes the user's
+    last-success time nor counts as an ok pass: it is counted as skipped."""
+    user = "elsewhere@contoso.example"
+    record_pass(PassResult(user=user, ok=True), duration=0.1, now=100.0)
+    ok = _sample(DURATION_COUNT, result="ok")
+    skipped = _sample("syncd_passes_skipped_total", reason="lease_elsewhere") or 0
+
+    record_pass(PassResult(user=user, ok=True, error_kind="lease_elsewhere"),
+                duration=0.1, now=200.0)
+
+    assert _sample("syncd_last_success_timestamp_seconds", user=user) == 100.0
+    assert _sample(DURATION_COUNT, result="ok") == ok
+    assert _sample("syncd_passes_skipped_total", reason="lease_elsewhere") == (
+        skipped + 1)
+
+
 def test_service_config_from_the_real_config_shape() -> None:
     """The builder reads schedule, metrics, pass_timeout and users' mailboxes."""
     config = SimpleNamespace(
