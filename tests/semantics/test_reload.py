@@ -7,10 +7,11 @@ from syncd.runner import Runner
 from .world import APOLLO, ZEPHYR, World, at
 
 
-def _reload_with_rules_moved_to_zephyr(w: World) -> None:
-    """What SIGHUP does: a new runner over the same ledger with the new rules."""
+def _reload_with_apollo_rules(w: World, **change: str | None) -> None:
+    """What SIGHUP does: a new runner over the same ledger, the rules that
+    book on Apollo changed by ``change``."""
     user = w.config.users[0]
-    rules = tuple(r.model_copy(update={"project": ZEPHYR}) if r.project == APOLLO
+    rules = tuple(r.model_copy(update=change) if r.project == APOLLO
                   else r for r in user.rules)
     config = w.config.model_copy(
         update={"users": (user.model_copy(update={"rules": rules}),)})
@@ -22,7 +23,7 @@ def test_changed_rule_moves_booked_entries_after_a_reload(w: World) -> None:
     """A rule now mapping Apollo meetings to Zephyr moves the booked entry."""
     w.add("Apollo review", at(19, 9))
     w.run_pass()
-    _reload_with_rules_moved_to_zephyr(w)
+    _reload_with_apollo_rules(w, project=ZEPHYR)
 
     result = w.run_pass()
 
@@ -47,23 +48,13 @@ def test_unchanged_configuration_rereads_without_writing(w: World) -> None:
 TASK = "5c2d8e1f-4a3b-4c6d-9e7f-0a1b2c3d4e5f"
 
 
-def _reload_with_apollo_task(w: World, task: str | None) -> None:
-    user = w.config.users[0]
-    rules = tuple(r.model_copy(update={"task": task}) if r.project == APOLLO
-                  else r for r in user.rules)
-    config = w.config.model_copy(
-        update={"users": (user.model_copy(update={"rules": rules}),)})
-    w.loop.run_until_complete(w.runner.aclose())
-    w.runner = Runner(config, w.ledger, clock=w.clock)
-
-
 def test_task_removed_from_a_rule_is_removed_from_the_entry(w: World) -> None:
     """A rule that no longer names a task clears the booked entry's task."""
-    _reload_with_apollo_task(w, TASK)
+    _reload_with_apollo_rules(w, task=TASK)
     w.add("Apollo review", at(19, 9))
     w.run_pass()
     assert [e["TaskItemId"] for e in w.entries()] == [TASK]
-    _reload_with_apollo_task(w, None)
+    _reload_with_apollo_rules(w, task=None)
 
     result = w.run_pass()
 
