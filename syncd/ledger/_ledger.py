@@ -424,7 +424,8 @@ class Ledger:
         Raises StateConflict when the record is missing or in another state.
         Moving to BOOKED without ``booked_at`` stamps it with the clock.
         """
-        row = self._update_state(user, event_id, state, expect, fence, fields, True)
+        row = self._update_state(user, event_id, state, expect, fence, fields,
+                                 returning=True)
         return record(row)
 
     def move(
@@ -442,7 +443,8 @@ class Ledger:
         The same UPDATE without ``RETURNING``: recording the outcome of every
         booking need not read the row back and build a record nobody uses.
         """
-        self._update_state(user, event_id, state, expect, fence, fields, False)
+        self._update_state(user, event_id, state, expect, fence, fields,
+                           returning=False)
 
     def _update_state(
         self,
@@ -452,6 +454,7 @@ class Ledger:
         expect: Iterable[State] | None,
         fence: int | None,
         fields: dict[str, Any],
+        *,
         returning: bool,
     ) -> Any:
         """The UPDATE of a transition; its row when ``returning``."""
