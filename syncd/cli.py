@@ -348,6 +348,10 @@ def _print_status(row: dict[str, Any]) -> None:
     _out(f"== {row.get('user')}  status: {row.get('status', 'active')}")
     _out(f"   last success: {row.get('last_success_at') or 'never'}"
                f"   last pass: {row.get('last_pass_at') or 'never'}")
+    lease = row.get("lease")
+    if lease:
+        _out(f"   lease: {lease['owner']} until {lease['expires_at']} (a lease "
+             "past its time is taken over by another replica)")
     states = row.get("states") or row.get("counts") or {}
     _out("   states: " + (", ".join(f"{k}={v}" for k, v in
                                           sorted(states.items())) or "none"))

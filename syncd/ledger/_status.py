@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, union
 
-from syncd.ledger._schema import CURSORS, EVENTS, PASSES, USERS
+from syncd.ledger._schema import CURSORS, EVENTS, LEASES, PASSES, USERS
 from syncd.ledger._types import FAILURES, State
 
 RECENT_FAILURES = 10
@@ -30,6 +30,7 @@ def report(connection: Connection, users: Sequence[str]) -> list[dict[str, Any]]
     return [
         {
             **_standing(connection, user),
+            "lease": _lease(connection, user),
             "counts": counts[user],
             "skip_reasons": reasons[user],
             "recent_failures": _recent_failures(connection, user),
@@ -66,6 +67,16 @@ def _standing(connection: Connection, user: str) -> dict[str, Any]:
         "last_error": row.last_error,
         "consecutive_failures": row.consecutive_failures,
     }
+
+
+def _lease(connection: Connection, user: str) -> dict[str, Any] | None:
+    """Which replica holds the user's lease and until when (PostgreSQL)."""
+    row = connection.execute(
+        select(LEASES.c.owner, LEASES.c.expires_at).where(LEASES.c.user == user)
+    ).first()
+    if row is None or row.owner is None:
+        return None
+    return {"owner": row.owner, "expires_at": _iso(row.expires_at)}
 
 
 def _state_counts(

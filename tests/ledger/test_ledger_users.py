@@ -185,3 +185,20 @@ def test_status_of_an_unknown_user_is_empty(ledger: Ledger) -> None:
     assert entry["status"] == "active" and entry["last_success_at"] is None
     assert set(entry["counts"].values()) == {0}
     assert entry["recent_failures"] == entry["recent_failed_passes"] == []
+
+
+def test_status_names_the_replica_holding_the_lease(
+        ledger: Ledger, clock: FakeClock) -> None:
+    """`syncd status` shows which process serves a user and until when (on
+    PostgreSQL; SQLite has one process and no leases)."""
+    ledger.acquire_leases("replica-a", [USER], ttl=timedelta(minutes=2))
+
+    leased, other = ledger.status([USER, OTHER])
+
+    if ledger.dialect == "postgresql":
+        assert leased["lease"] == {
+            "owner": "replica-a",
+            "expires_at": (clock() + timedelta(minutes=2)).isoformat()}
+    else:
+        assert leased["lease"] is None
+    assert other["lease"] is None
